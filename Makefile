@@ -1,0 +1,67 @@
+# Sentri — `make run` starts everything with demo cameras, `make test` runs the tests.
+# Both create the virtual environment (.venv) first when it is missing or stale.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.sentri-installed
+PYTEST_ARGS ?=
+N ?= 2
+COMPOSE ?= docker compose -f deploy/docker-compose.yml
+
+.PHONY: run test test-fast test-faults lint format bench up down logs ps scale-detector venv lock clean browser
+
+run: $(STAMP) ## Start Redis, ingest, workers, gateway and a demo agent (http://localhost:5002)
+	$(VENV)/bin/sentri up --demo
+
+test: $(STAMP) browser ## Install what is missing, then run the whole test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+test-faults: $(STAMP)
+	$(PY) -m pytest -m faults $(PYTEST_ARGS)
+
+bench: $(STAMP) ## Benchmarks; writes bench/results.json and bench/results.md
+	$(PY) -m bench.run
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+venv: $(STAMP)
+
+# The venv is (re)built when pyproject.toml or constraints.txt change.
+$(STAMP): pyproject.toml constraints.txt scripts/install.sh
+	VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/install.sh
+	touch $(STAMP)
+
+browser: ## Debian's Chromium for the dashboard tests (skipped when not root and absent)
+	@bash scripts/ensure_chromium.sh
+
+lock: ## Re-resolve and pin every dependency into constraints.txt
+	bash scripts/lock.sh
+
+up: ## docker compose: every central service
+	$(COMPOSE) up -d --build
+
+down:
+	$(COMPOSE) down
+
+logs:
+	$(COMPOSE) logs -f --tail=200
+
+ps:
+	$(COMPOSE) ps
+
+scale-detector: ## make scale-detector N=4
+	$(COMPOSE) up -d --no-recreate --scale detector=$(N)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,213 @@
+"""Configuration: pydantic models, one per concern, loaded from YAML and env vars.
+
+Each section is a pydantic model with ``extra="forbid"``, defaults, descriptions and
+bounds.  Values come from (lowest to highest priority):
+
+1. the model defaults,
+2. an optional YAML file (``--config`` or ``SENTRI_CONFIG``) with one top-level key
+   per section (``redis:``, ``ingest:``, ``detector:`` ...),
+3. environment variables ``SENTRI_<SECTION>__<FIELD>`` (nested fields with ``__``),
+   e.g. ``SENTRI_DETECTOR__CONFIDENCE=0.4``; values are parsed as YAML scalars so
+   ``true``, ``15`` and ``[person, car]`` work.  ``REDIS_URL`` is honoured too.
+4. explicit overrides passed by the CLI.
+
+Invalid configuration raises :class:`ConfigError` whose message names the field,
+e.g. ``detector.confidence: Input should be less than or equal to 1 (got 3)``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+T = TypeVar("T", bound=BaseModel)
+
+ENV_PREFIX = "SENTRI_"
+
+
+class ConfigError(Exception):
+    """Invalid configuration; the message names the offending field(s)."""
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def default_state_dir() -> str:
+    return os.environ.get("SENTRI_STATE_DIR") or str(Path.home() / ".local" / "state" / "sentri")
+
+
+class GeneralConfig(Section):
+    state_dir: str = Field(
+        default_factory=default_state_dir,
+        description="Directory for keys, model caches, snapshots and the embedded Redis.",
+    )
+    log_level: str = Field(
+        "INFO", description="Python log level name.", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$"
+    )
+    log_format: str = Field(
+        "logfmt", description="'logfmt' (key=value) or 'json'.", pattern=r"^(logfmt|json)$"
+    )
+    metrics_port: int = Field(
+        0, ge=0, le=65535, description="Prometheus metrics port for worker services (0 = off)."
+    )
+
+
+class RedisConfig(Section):
+    url: str | None = Field(
+        None,
+        description="Redis URL (redis://[:password@]host:port/db). Unset: `sentri up` starts a private redis-server.",
+    )
+    prefix: str = Field("sentri:", min_length=1, max_length=64, description="Prefix of every key.")
+    stream_maxlen: int = Field(
+        10_000, ge=100, le=10_000_000, description="Approximate MAXLEN of result streams."
+    )
+    events_maxlen: int = Field(
+        100_000, ge=100, le=10_000_000, description="Approximate MAXLEN of the events stream."
+    )
+
+
+class IngestConfig(Section):
+    bind_host: str = Field(
+        "127.0.0.1", description="Address ingest binds (0.0.0.0 to accept remote agents)."
+    )
+    frame_port: int = Field(5555, ge=0, le=65535, description="PULL port for agent frames.")
+    control_port: int = Field(5556, ge=0, le=65535, description="ROUTER port for agent control.")
+    pub_port: int = Field(5557, ge=0, le=65535, description="PUB port for the frame fan-out.")
+    max_frame_bytes: int = Field(
+        8 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024, description="Largest JPEG accepted."
+    )
+    stale_after_s: float = Field(
+        10.0, gt=0, le=3600, description="Client is 'stale' after this long without heartbeat."
+    )
+    offline_after_s: float = Field(
+        30.0, gt=0, le=86400, description="Client is 'offline' after this long."
+    )
+    cleanup_after_s: float = Field(
+        24 * 3600.0, gt=0, description="`cleanup` removes clients offline longer than this."
+    )
+    pub_hwm: int = Field(
+        8, ge=1, le=10_000, description="Send high-water mark per subscriber (messages)."
+    )
+    stats_interval_s: float = Field(
+        1.0, gt=0, le=60, description="How often per-camera stats are written to Redis."
+    )
+    insecure: bool = Field(True, description="Accept plaintext agents (no CURVE).")
+
+
+class WorkerConfig(Section):
+    """Shared by every worker type (detector, faces, analyst)."""
+
+    ingest_pub: str = Field(
+        "tcp://127.0.0.1:5557", description="Ingest fan-out endpoint to subscribe to."
+    )
+    replica_id: str | None = Field(None, description="Replica name (default: hostname-pid).")
+    heartbeat_s: float = Field(1.0, gt=0, le=60, description="Membership heartbeat interval.")
+    member_ttl_s: float = Field(
+        4.0, gt=0, le=600, description="A replica missing heartbeats this long is dead."
+    )
+    max_batch: int = Field(
+        4, ge=1, le=64, description="Most cameras' frames processed in one call."
+    )
+    rcv_hwm: int = Field(16, ge=1, le=10_000, description="Receive high-water mark (messages).")
+    max_frame_age_s: float = Field(
+        2.0, gt=0, le=3600, description="Frames older than this (capture time) are skipped."
+    )
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def _env_section(section: str, env: dict[str, str]) -> dict[str, Any]:
+    prefix = f"{ENV_PREFIX}{section.upper()}__"
+    out: dict[str, Any] = {}
+    for key, raw in env.items():
+        if not key.startswith(prefix):
+            continue
+        path = key[len(prefix) :].lower().split("__")
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = _parse_env_value(raw)
+    return out
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def read_yaml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p}: top level must be a mapping of sections")
+    return data
+
+
+def format_validation_error(section: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in (section, *err["loc"]))
+        got = err.get("input")
+        got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+        lines.append(f"{loc}: {err['msg']}{got_s}")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_section(
+    model: type[T],
+    section: str,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> T:
+    """Build one config section from defaults, YAML, env vars and overrides."""
+    env = dict(os.environ) if env is None else env
+    config_file = config_file or env.get("SENTRI_CONFIG")
+    data: dict[str, Any] = {}
+    file_data = read_yaml(config_file)
+    sec = file_data.get(section) or {}
+    if not isinstance(sec, dict):
+        raise ConfigError(f"{section}: must be a mapping in {config_file}")
+    data = _deep_merge(data, sec)
+    data = _deep_merge(data, _env_section(section, env))
+    if section == "redis" and env.get("REDIS_URL") and "url" not in _env_section(section, env):
+        data.setdefault("url", env["REDIS_URL"])
+    if overrides:
+        data = _deep_merge(data, {k: v for k, v in overrides.items() if v is not None})
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(section, exc)) from None
+
+
+def config_env_names(model: type[BaseModel], section: str) -> set[str]:
+    """All env var names a section accepts (used by deploy tests and docs)."""
+    names = set()
+    for name in model.model_fields:
+        names.add(f"{ENV_PREFIX}{section.upper()}__{name.upper()}")
+    return names

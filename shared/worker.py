@@ -1,0 +1,517 @@
+"""The worker runtime shared by detector, faces and analyst.
+
+What it does, so services do not each re-implement it:
+
+* **Camera sharding.**  Every replica of a service heartbeats into a Redis sorted set
+  (``members:<service>``).  A camera belongs to the live replica that wins
+  rendezvous (highest-random-weight) hashing, so every camera has exactly one owner
+  and when a replica dies only its cameras move.  Cameras whose processing switch
+  (``processing:<service>`` hash) is off are not owned by anyone.
+* **Subscriptions follow ownership.**  The SUB socket subscribes only to the owned
+  cameras' topics, so ZeroMQ filters at the publisher.
+* **Latest frame per camera.**  A receiver thread drains the socket into a
+  :class:`LatestFrameBuffer`; a newer frame replaces an unprocessed older one, which
+  is counted as skipped.  Nothing queues without bound.
+* **Round-robin batches.**  The processing loop takes up to ``max_batch`` frames, one
+  per camera, starting after the camera served last, and hands them to the
+  service's :class:`Processor`.
+* **Stats.**  Per-camera processed/skipped/latency go to Prometheus and to the
+  ``worker_stats:<service>`` hash the gateway shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import redis
+import zmq
+
+from shared import metrics
+from shared.config import RedisConfig, WorkerConfig
+from shared.keys import Keys
+from shared.logs import BurstLimiter
+from shared.protocol import FrameHeader, ProtocolError, decode_fanout, topic_for
+from shared.redisutil import connect, publish_record
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@dataclass(slots=True)
+class Frame:
+    """One received frame.  ``image()`` decodes the JPEG lazily (BGR ndarray)."""
+
+    header: FrameHeader
+    jpeg: bytes
+    received: float = field(default_factory=time.time)
+    _image: np.ndarray | None = None
+    _decoded: bool = False
+
+    @property
+    def camera_id(self) -> str:
+        return self.header.camera_id
+
+    @property
+    def capture_time(self) -> float:
+        return self.header.ts / 1e9
+
+    def image(self) -> np.ndarray | None:
+        """BGR image, or None when the JPEG does not decode (counted by the runtime)."""
+        if not self._decoded:
+            import cv2
+
+            arr = np.frombuffer(self.jpeg, dtype=np.uint8)
+            self._image = cv2.imdecode(arr, cv2.IMREAD_COLOR)
+            self._decoded = True
+        return self._image
+
+
+class LatestFrameBuffer:
+    """Thread-safe latest-frame-per-camera slots with round-robin takeout."""
+
+    def __init__(self) -> None:
+        self._frames: dict[str, Frame] = {}
+        self._rr: deque[str] = deque()  # camera order for round-robin
+        self._cond = threading.Condition()
+
+    def put(self, frame: Frame) -> Frame | None:
+        """Store ``frame``; returns the unprocessed frame it replaced (a skip), if any.
+
+        An older frame (by capture time) than the one held is itself returned as skipped.
+        """
+        cam = frame.camera_id
+        with self._cond:
+            old = self._frames.get(cam)
+            if old is not None and old.header.ts > frame.header.ts:
+                return frame
+            self._frames[cam] = frame
+            if cam not in self._rr:
+                self._rr.append(cam)
+            self._cond.notify()
+            return old
+
+    def take(self, max_n: int, timeout: float) -> list[Frame]:
+        """Up to ``max_n`` frames from distinct cameras, round-robin; waits up to ``timeout``."""
+        with self._cond:
+            if not self._frames:
+                self._cond.wait(timeout)
+            out: list[Frame] = []
+            for _ in range(len(self._rr)):
+                if len(out) >= max_n:
+                    break
+                cam = self._rr[0]
+                self._rr.rotate(-1)
+                frame = self._frames.pop(cam, None)
+                if frame is not None:
+                    out.append(frame)
+            return out
+
+    def discard(self, keep: Iterable[str]) -> list[Frame]:
+        """Drop cameras not in ``keep``; returns the dropped frames."""
+        keep = set(keep)
+        with self._cond:
+            gone = [c for c in self._frames if c not in keep]
+            dropped = [self._frames.pop(c) for c in gone]
+            for c in list(self._rr):
+                if c not in keep:
+                    self._rr.remove(c)
+            return dropped
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._frames)
+
+
+# ------------------------------------------------------------------------- sharding
+
+
+def rendezvous_weight(member: str, camera_id: str) -> int:
+    digest = hashlib.blake2b(f"{member}\x00{camera_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+def rendezvous_owner(camera_id: str, members: Iterable[str]) -> str | None:
+    """The member with the highest weight for ``camera_id`` (None if no members)."""
+    best, best_w = None, -1
+    for m in members:
+        w = rendezvous_weight(m, camera_id)
+        if w > best_w or (w == best_w and best is not None and m > best):
+            best, best_w = m, w
+    return best
+
+
+def shard_cameras(cameras: Iterable[str], members: Iterable[str], me: str) -> set[str]:
+    members = list(members)
+    return {c for c in cameras if rendezvous_owner(c, members) == me}
+
+
+class Membership:
+    """Replica liveness in a Redis sorted set scored by last heartbeat (unix seconds)."""
+
+    def __init__(self, r: redis.Redis, keys: Keys, service: str, replica_id: str, ttl: float):
+        self.r, self.key, self.replica_id, self.ttl = r, keys.members(service), replica_id, ttl
+
+    def heartbeat(self) -> None:
+        now = time.time()
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(self.key, {self.replica_id: now})
+        pipe.zremrangebyscore(self.key, "-inf", now - 10 * self.ttl)  # forget long-dead members
+        pipe.execute()
+
+    def live(self) -> list[str]:
+        members = self.r.zrangebyscore(self.key, time.time() - self.ttl, "+inf")
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+    def leave(self) -> None:
+        try:
+            self.r.zrem(self.key, self.replica_id)
+        except redis.RedisError:
+            log.warning("could not leave membership", extra={"replica": self.replica_id})
+
+
+def processing_enabled(
+    r: redis.Redis, keys: Keys, service: str, cameras: Iterable[str], default: bool
+) -> set[str]:
+    """Cameras whose processing switch for ``service`` is on (absent = ``default``)."""
+    flags = r.hgetall(keys.processing(service))
+    flags = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in flags.items()
+    }
+    out = set()
+    for cam in cameras:
+        flag = flags.get(cam)
+        if flag is None:
+            if default:
+                out.add(cam)
+        elif flag == "1":
+            out.add(cam)
+    return out
+
+
+def set_processing(r: redis.Redis, keys: Keys, service: str, camera_id: str, on: bool) -> None:
+    r.hset(keys.processing(service), camera_id, "1" if on else "0")
+
+
+# ------------------------------------------------------------------------ processor
+
+
+class Processor:
+    """What a service plugs into the runtime.  Override ``process_batch``."""
+
+    service: str = "worker"
+    #: How many cameras' frames one ``process_batch`` call can take.
+    max_batch: int = 1
+
+    def setup(self, runtime: WorkerRuntime) -> None:
+        """Called once before frames flow (load models here)."""
+
+    def process_batch(self, frames: list[Frame]) -> None:
+        raise NotImplementedError
+
+    def on_cameras_changed(self, owned: frozenset[str]) -> None:
+        """Ownership changed (drop per-camera state of cameras no longer owned)."""
+
+    def close(self) -> None:
+        """Release resources."""
+
+
+@dataclass
+class CameraStats:
+    received: int = 0
+    processed: int = 0
+    skipped: int = 0
+    latency_ewma_ms: float = 0.0
+    recent: deque = field(default_factory=lambda: deque(maxlen=64))  # processed times
+
+    def fps(self, now: float, window: float = 5.0) -> float:
+        n = sum(1 for t in self.recent if now - t <= window)
+        return round(n / window, 2)
+
+
+def default_replica_id(service: str) -> str:
+    return f"{service}-{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
+class WorkerRuntime:
+    """Runs a :class:`Processor` on this replica's shard of cameras."""
+
+    def __init__(
+        self,
+        processor: Processor,
+        *,
+        redis_config: RedisConfig,
+        worker_config: WorkerConfig,
+        default_enabled: bool = True,
+        zmq_context: zmq.Context | None = None,
+    ) -> None:
+        if not redis_config.url:
+            raise ValueError("redis.url is required for workers")
+        self.processor = processor
+        self.service = processor.service
+        self.redis_config = redis_config
+        self.config = worker_config
+        self.default_enabled = default_enabled
+        self.keys = Keys(redis_config.prefix)
+        self.redis = connect(redis_config.url)
+        self.replica_id = worker_config.replica_id or default_replica_id(self.service)
+        self.membership = Membership(
+            self.redis, self.keys, self.service, self.replica_id, worker_config.member_ttl_s
+        )
+        self.buffer = LatestFrameBuffer()
+        self.ctx = zmq_context or zmq.Context.instance()
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self._owned: frozenset[str] = frozenset()
+        self._owned_lock = threading.Lock()
+        self._owned_version = 0
+        self.stats: dict[str, CameraStats] = {}
+        self._stats_lock = threading.Lock()
+        self._burst = BurstLimiter()
+        self._threads: list[threading.Thread] = []
+        self.batch_size = max(1, min(worker_config.max_batch, processor.max_batch))
+
+    # ------------------------------------------------------------------ public
+    @property
+    def owned(self) -> frozenset[str]:
+        with self._owned_lock:
+            return self._owned
+
+    def publish(self, stream: str, record: dict[str, Any], *, latest: bool = True) -> str:
+        maxlen = (
+            self.redis_config.events_maxlen
+            if stream == "events"
+            else self.redis_config.stream_maxlen
+        )
+        return publish_record(self.redis, self.keys, stream, record, maxlen=maxlen, latest=latest)
+
+    def start(self) -> WorkerRuntime:
+        """Set up the processor and start the threads (non-blocking)."""
+        self.processor.setup(self)
+        for target, name in (
+            (self._receive_loop, "recv"),
+            (self._membership_loop, "members"),
+            (self._process_loop, "process"),
+        ):
+            t = threading.Thread(target=target, name=f"{self.service}-{name}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def run(self) -> None:
+        """Start and block until :meth:`stop` (or Ctrl-C)."""
+        self.start()
+        try:
+            while not self.stop_event.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.stop_event.set()
+        self.buffer.wake()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout)
+        self.membership.leave()
+        try:
+            self.processor.close()
+        finally:
+            self.redis.close()
+
+    # --------------------------------------------------------------- internals
+    def _cam_stats(self, cam: str) -> CameraStats:
+        st = self.stats.get(cam)
+        if st is None:
+            with self._stats_lock:
+                st = self.stats.setdefault(cam, CameraStats())
+        return st
+
+    def _skip(self, frame: Frame) -> None:
+        self._cam_stats(frame.camera_id).skipped += 1
+        metrics.WORKER_FRAMES_SKIPPED.labels(self.service, frame.camera_id).inc()
+
+    def count_invalid(self, reason: str, detail: str = "") -> None:
+        """Count (and log once per burst) a bad input, e.g. an undecodable JPEG."""
+        metrics.INVALID_INPUT.labels(self.service, reason).inc()
+        ok, suppressed = self._burst.should_log(reason)
+        if ok:
+            log.warning(
+                "dropped invalid frame",
+                extra={"reason": reason, "detail": detail, "suppressed": suppressed},
+            )
+
+    def _receive_loop(self) -> None:
+        sub = self.ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, self.config.rcv_hwm)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.setsockopt(zmq.RECONNECT_IVL, 200)
+        sub.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        sub.connect(self.config.ingest_pub)
+        subscribed: set[str] = set()
+        seen_version = -1
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        try:
+            while not self.stop_event.is_set():
+                with self._owned_lock:
+                    version, owned = self._owned_version, self._owned
+                if version != seen_version:
+                    for cam in owned - subscribed:
+                        sub.setsockopt(zmq.SUBSCRIBE, topic_for(cam))
+                    for cam in subscribed - owned:
+                        sub.setsockopt(zmq.UNSUBSCRIBE, topic_for(cam))
+                    subscribed = set(owned)
+                    seen_version = version
+                if not poller.poll(100):
+                    continue
+                # Drain everything waiting: the buffer keeps only the newest per camera.
+                for _ in range(1000):
+                    try:
+                        parts = sub.recv_multipart(zmq.NOBLOCK, copy=True)
+                    except zmq.Again:
+                        break
+                    try:
+                        header, jpeg = decode_fanout(parts)
+                    except ProtocolError as exc:
+                        self.count_invalid(exc.reason, exc.detail)
+                        continue
+                    cam = header.camera_id
+                    if cam not in subscribed:
+                        continue  # in flight across an unsubscribe
+                    st = self._cam_stats(cam)
+                    st.received += 1
+                    metrics.WORKER_FRAMES_RECEIVED.labels(self.service, cam).inc()
+                    replaced = self.buffer.put(Frame(header, jpeg))
+                    if replaced is not None:
+                        self._skip(replaced)
+                metrics.WORKER_BUFFERED.labels(self.service).set(len(self.buffer))
+        except Exception:
+            log.exception("receiver crashed", extra={"service": self.service})
+            self.stop_event.set()
+        finally:
+            sub.close(0)
+
+    def _membership_loop(self) -> None:
+        interval = self.config.heartbeat_s
+        while not self.stop_event.is_set():
+            try:
+                self._membership_tick()
+            except redis.RedisError as exc:
+                ok, _ = self._burst.should_log("redis")
+                if ok:
+                    log.warning(
+                        "redis unavailable; keeping current cameras", extra={"error": str(exc)}
+                    )
+            except Exception:
+                log.exception("membership tick failed")
+            self.stop_event.wait(interval)
+
+    def _membership_tick(self) -> None:
+        self.membership.heartbeat()
+        members = self.membership.live()
+        if self.replica_id not in members:
+            members.append(self.replica_id)
+        cameras = {
+            c.decode() if isinstance(c, bytes) else c
+            for c in self.redis.smembers(self.keys.cameras)
+        }
+        enabled = processing_enabled(
+            self.redis, self.keys, self.service, cameras, self.default_enabled
+        )
+        owned = frozenset(shard_cameras(enabled, members, self.replica_id))
+        changed = False
+        with self._owned_lock:
+            if owned != self._owned:
+                self._owned = owned
+                self._owned_version += 1
+                changed = True
+        if changed:
+            for f in self.buffer.discard(owned):
+                self._skip(f)
+            log.info(
+                "cameras assigned",
+                extra={"replica": self.replica_id, "owned": len(owned), "members": len(members)},
+            )
+            metrics.WORKER_OWNED_CAMERAS.labels(self.service, self.replica_id).set(len(owned))
+            try:
+                self.processor.on_cameras_changed(owned)
+            except Exception:
+                log.exception("on_cameras_changed failed")
+        self._write_stats(owned)
+        self.ready.set()
+
+    def _write_stats(self, owned: frozenset[str]) -> None:
+        now = time.time()
+        mapping = {}
+        for cam in owned:
+            st = self._cam_stats(cam)
+            mapping[cam] = json.dumps(
+                {
+                    "replica": self.replica_id,
+                    "fps": st.fps(now),
+                    "received": st.received,
+                    "processed": st.processed,
+                    "skipped": st.skipped,
+                    "latency_ms": round(st.latency_ewma_ms, 1),
+                    "updated": round(now, 3),
+                }
+            )
+        if mapping:
+            self.redis.hset(self.keys.worker_stats(self.service), mapping=mapping)
+
+    def _process_loop(self) -> None:
+        max_age = self.config.max_frame_age_s
+        while not self.stop_event.is_set():
+            frames = self.buffer.take(self.batch_size, timeout=0.2)
+            if not frames:
+                continue
+            now = time.time()
+            fresh = []
+            for f in frames:
+                if now - f.received > max_age:
+                    self._skip(f)
+                else:
+                    fresh.append(f)
+            if not fresh:
+                continue
+            t0 = time.perf_counter()
+            try:
+                self.processor.process_batch(fresh)
+            except Exception:
+                metrics.WORKER_ERRORS.labels(self.service).inc()
+                ok, suppressed = self._burst.should_log("process")
+                if ok:
+                    log.exception("process_batch failed", extra={"suppressed": suppressed})
+                continue
+            metrics.WORKER_PROCESS_SECONDS.labels(self.service).observe(time.perf_counter() - t0)
+            done = time.time()
+            for f in fresh:
+                st = self._cam_stats(f.camera_id)
+                st.processed += 1
+                st.recent.append(done)
+                lat = max(0.0, done - f.capture_time)
+                st.latency_ewma_ms = (
+                    lat * 1000 if st.processed == 1 else 0.8 * st.latency_ewma_ms + 200 * lat
+                )
+                metrics.WORKER_FRAMES_PROCESSED.labels(self.service, f.camera_id).inc()
+                metrics.WORKER_LATENCY.labels(self.service).observe(lat)
