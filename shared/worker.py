@@ -396,8 +396,8 @@ class WorkerRuntime:
                         self.count_invalid(exc.reason, exc.detail)
                         continue
                     cam = header.camera_id
-                    if cam not in subscribed:
-                        continue  # in flight across an unsubscribe
+                    if cam not in self._owned:
+                        continue  # in flight across an ownership change
                     st = self._cam_stats(cam)
                     st.received += 1
                     metrics.WORKER_FRAMES_RECEIVED.labels(self.service, cam).inc()
@@ -486,8 +486,11 @@ class WorkerRuntime:
             if not frames:
                 continue
             now = time.time()
+            owned = self.owned
             fresh = []
             for f in frames:
+                if f.camera_id not in owned:
+                    continue  # switched off or moved to another replica meanwhile
                 if now - f.received > max_age:
                     self._skip(f)
                 else:

@@ -21,6 +21,17 @@ if str(ROOT) not in sys.path:
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
 
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# The machine is small and shared: no per-example deadlines, no too-slow failures;
+# bounded example counts are set per test.
+settings.register_profile(
+    "sentri",
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("sentri")
+
 from shared.config import RedisConfig  # noqa: E402
 from shared.keys import Keys  # noqa: E402
 from shared.redisutil import EmbeddedRedis, connect, free_port  # noqa: E402

@@ -1,0 +1,187 @@
+"""Worker runtime: sharding, latest-frame buffering, subscriptions following ownership."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.config import WorkerConfig
+from shared.protocol import FrameHeader
+from shared.registry import register_client
+from shared.worker import (
+    Frame,
+    LatestFrameBuffer,
+    Processor,
+    WorkerRuntime,
+    rendezvous_owner,
+    set_processing,
+    shard_cameras,
+)
+from tests.helpers import FramePublisher, wait_for
+
+CAMS = st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=60, unique=True)
+MEMBERS = st.lists(st.text(min_size=1, max_size=8), min_size=2, max_size=8, unique=True)
+
+
+@settings(max_examples=150)
+@given(cameras=CAMS, members=MEMBERS, dead_index=st.integers(0, 7))
+def test_every_camera_has_one_owner_and_only_dead_members_cameras_move(
+    cameras, members, dead_index
+) -> None:
+    owners = {c: rendezvous_owner(c, members) for c in cameras}
+    shards = [shard_cameras(cameras, members, m) for m in members]
+    assert sum(len(s) for s in shards) == len(cameras)  # exactly one owner each
+    assert set().union(*shards) == set(cameras)
+    dead = members[dead_index % len(members)]
+    alive = [m for m in members if m != dead]
+    for c in cameras:
+        after = rendezvous_owner(c, alive)
+        if owners[c] != dead:
+            assert after == owners[c]  # survivors keep their cameras
+        else:
+            assert after in alive
+
+
+def test_sharding_spreads_load() -> None:
+    cams = [f"client{i % 5}/cam{i}" for i in range(400)]
+    members = ["a", "b", "c", "d"]
+    sizes = [len(shard_cameras(cams, members, m)) for m in members]
+    assert min(sizes) > 60, sizes  # no replica starves (400/4 = 100 expected)
+
+
+def _frame(cam: str, seq: int, ts: int | None = None) -> Frame:
+    h = FrameHeader(
+        client_id=cam.split("/")[0], camera_id=cam, seq=seq, ts=ts or time.time_ns(), w=4, h=4
+    )
+    return Frame(h, b"")
+
+
+def test_latest_frame_buffer_keeps_newest_and_round_robins() -> None:
+    buf = LatestFrameBuffer()
+    assert buf.put(_frame("c/a", 1, 10)) is None
+    replaced = buf.put(_frame("c/a", 2, 20))
+    assert replaced is not None and replaced.header.seq == 1  # the stale one is reported
+    assert buf.put(_frame("c/a", 0, 5)).header.seq == 0  # older than held: itself skipped
+    for cam in ("c/b", "c/c"):
+        buf.put(_frame(cam, 1))
+    first = buf.take(2, timeout=0)
+    assert [f.camera_id for f in first] == ["c/a", "c/b"]
+    assert first[0].header.seq == 2
+    for cam in ("c/a", "c/b"):
+        buf.put(_frame(cam, 3))
+    assert [f.camera_id for f in buf.take(2, timeout=0)] == ["c/c", "c/a"]  # fairness: c/c first
+    assert len(buf) == 1
+    t0 = time.monotonic()
+    buf.take(1, timeout=0)
+    assert buf.take(1, timeout=0.05) == [] and time.monotonic() - t0 < 2
+
+
+class RecordingProcessor(Processor):
+    service = "testsvc"
+    max_batch = 4
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        self.seen: dict[str, list[int]] = {}
+        self.lock = threading.Lock()
+
+    def process_batch(self, frames: list[Frame]) -> None:
+        if self.delay:
+            time.sleep(self.delay)
+        with self.lock:
+            for f in frames:
+                assert f.image() is not None
+                self.seen.setdefault(f.camera_id, []).append(f.header.seq)
+
+
+@pytest.fixture
+def publisher(port_factory):
+    ctx = zmq.Context.instance()
+    pub = FramePublisher(ctx, port_factory())
+    yield pub
+    pub.close()
+
+
+def _runtime(redis_config, publisher, name: str, proc: Processor) -> WorkerRuntime:
+    cfg = WorkerConfig(
+        ingest_pub=publisher.endpoint, replica_id=name, heartbeat_s=0.2, member_ttl_s=1.0
+    )
+    return WorkerRuntime(proc, redis_config=redis_config, worker_config=cfg).start()
+
+
+def _feed(
+    publisher: FramePublisher, cams: list[str], stop: threading.Event, fps: float = 20
+) -> threading.Thread:
+    img = np.full((48, 64, 3), 128, np.uint8)
+
+    def loop() -> None:
+        while not stop.is_set():
+            for c in cams:
+                publisher.publish(c, img)
+            time.sleep(1 / fps)
+
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    return t
+
+
+def test_two_replicas_split_cameras_and_take_over(redis_config, keys, r, publisher) -> None:
+    cams = [f"edge/cam{i}" for i in range(6)]
+    register_client(r, keys, {"client_id": "edge"}, [{"name": c.split("/")[1]} for c in cams])
+    p1, p2 = RecordingProcessor(), RecordingProcessor()
+    w1 = _runtime(redis_config, publisher, "w1", p1)
+    w2 = _runtime(redis_config, publisher, "w2", p2)
+    stop = threading.Event()
+    _feed(publisher, cams, stop)
+    try:
+        wait_for(
+            lambda: w1.owned | w2.owned == set(cams) and not (w1.owned & w2.owned), 10, what="split"
+        )
+        # Before w2 joined, w1 owned everything: look only at what happens after the split.
+        with p1.lock, p2.lock:
+            p1.seen.clear()
+            p2.seen.clear()
+        wait_for(lambda: set(p1.seen) | set(p2.seen) == set(cams), 10, what="all cameras processed")
+        # Every camera is processed by its owner only (at most one in-flight batch late).
+        assert len(set(p1.seen) - w1.owned) <= 0 and len(set(p2.seen) - w2.owned) <= 0
+        for seqs in list(p1.seen.values()) + list(p2.seen.values()):
+            assert seqs == sorted(seqs)
+        w2_cams = set(w2.owned)
+        w2.stop()
+        p1.seen.clear()
+        wait_for(lambda: w2_cams <= set(p1.seen), 10, what="takeover of the dead replica's cameras")
+    finally:
+        stop.set()
+        w1.stop()
+        if not w2.stop_event.is_set():
+            w2.stop()
+
+
+def test_processing_switch_and_skip_counting(redis_config, keys, r, publisher) -> None:
+    cams = ["edge/a", "edge/b"]
+    register_client(r, keys, {"client_id": "edge"}, [{"name": "a"}, {"name": "b"}])
+    proc = RecordingProcessor(delay=0.2)  # slower than the 20 fps feed: must skip, not queue
+    w = _runtime(redis_config, publisher, "solo", proc)
+    stop = threading.Event()
+    _feed(publisher, cams, stop)
+    try:
+        wait_for(lambda: set(proc.seen) == set(cams), 10, what="both cameras")
+        set_processing(r, keys, "testsvc", "edge/b", False)
+        wait_for(lambda: w.owned == {"edge/a"}, 5, what="camera b switched off")
+        n_b = len(proc.seen["edge/b"])
+        time.sleep(0.6)
+        assert len(proc.seen["edge/b"]) <= n_b + 1  # at most one in-flight batch
+        wait_for(lambda: w.stats["edge/a"].skipped > 5, 10, what="skipped frames counted")
+        stats = wait_for(lambda: r.hget(keys.worker_stats("testsvc"), "edge/a"), 5)
+        assert '"skipped"' in stats
+        set_processing(r, keys, "testsvc", "edge/b", True)
+        wait_for(lambda: len(proc.seen["edge/b"]) > n_b + 2, 10, what="camera b back on")
+    finally:
+        stop.set()
+        w.stop()
