@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         reqs = WORKER_REQUIREMENTS.get(svc, ())
         if reqs and not installed(reqs):
             log.warning(
-                "not installed; skipping (pip install 'sentri[%s]')" % svc, extra={"service": svc}
+                f"not installed; skipping (pip install 'sentri[{svc}]')", extra={"service": svc}
             )
             continue
         children.append(Child(svc, [py, "-m", f"services.{svc}"], env))
