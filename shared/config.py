@@ -122,10 +122,20 @@ class WorkerConfig(Section):
 
 
 def _parse_env_value(raw: str) -> Any:
+    """YAML scalars and flow collections (``15``, ``true``, ``[a, b]``); anything else,
+    e.g. ``sentri:`` or a date-like string, stays the literal string."""
     try:
-        return yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+    stripped = raw.strip()
+    if isinstance(value, dict) and not stripped.startswith("{"):
+        return raw
+    if isinstance(value, list) and not stripped.startswith("["):
+        return raw
+    if value is not None and not isinstance(value, (bool, int, float, str, list, dict)):
+        return raw
+    return value
 
 
 def _env_section(section: str, env: dict[str, str]) -> dict[str, Any]:

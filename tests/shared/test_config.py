@@ -44,3 +44,10 @@ def test_errors_name_the_field(tmp_path) -> None:
         load_section(IngestConfig, "ingest", config_file=bad, env={})
     with pytest.raises(ConfigError, match="not found"):
         load_section(IngestConfig, "ingest", config_file=tmp_path / "nope.yaml", env={})
+
+
+def test_env_values_that_look_like_yaml_maps_stay_strings() -> None:
+    cfg = load_section(RedisConfig, "redis", env={"SENTRI_REDIS__PREFIX": "sentri:"})
+    assert cfg.prefix == "sentri:"
+    cfg = load_section(WorkerConfig, "worker", env={"SENTRI_WORKER__REPLICA_ID": "2024-01-01"})
+    assert cfg.replica_id == "2024-01-01"
