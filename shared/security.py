@@ -18,12 +18,14 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import redis
 import zmq
 
 from shared.keys import Keys
+
+if TYPE_CHECKING:  # the edge agent uses the key functions without a Redis client installed
+    import redis
 
 log = logging.getLogger(__name__)
 
@@ -207,6 +209,8 @@ class _KeyCallback:
             hit = self._cache.get(k)
             if hit and hit[1] and now - hit[0] < self.cache_s:
                 return True  # only approvals are cached: an approval applies at once
+        import redis
+
         try:
             status = self.store.status(k)
             if status is None:

@@ -1,0 +1,182 @@
+"""The compose services' own commands and environment, run for real without Docker.
+
+Redis runs the exact start script of the compose `redis` service; ingest, gateway
+and analyst run `sentri <command>` with the compose environment, where only the
+addresses are rewritten to loopback and free ports. The container health probe
+(deploy/healthcheck.py) must then pass, and SIGTERM must stop each one cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.redisutil import find_redis_server
+from tests.deploy.support import DUMMY_ENV, bin_path, load_compose, service_env
+from tests.helpers import wait_for
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy"))
+import healthcheck  # noqa: E402
+
+sys.path.pop(0)
+
+PASSWORD = DUMMY_ENV["REDIS_PASSWORD"]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return load_compose()
+
+
+@pytest.fixture(scope="module")
+def compose_redis(compose, tmp_path_factory) -> Iterator[dict]:
+    """The compose redis service's start script, on a free loopback port."""
+    from shared.redisutil import free_port
+
+    svc = compose["services"]["redis"]
+    assert svc["command"][:2] == ["sh", "-c"]
+    tmp = tmp_path_factory.mktemp("compose-redis")
+    (tmp / "data").mkdir()
+    port = free_port()
+    script = (
+        svc["command"][2]
+        .replace("/tmp/auth.conf", str(tmp / "auth.conf"))
+        .replace("--dir /data", f"--dir {tmp / 'data'}")
+        .strip()
+        + f" --port {port} --bind 127.0.0.1 --save ''"
+    )
+    env = {
+        "PATH": f"{Path(find_redis_server()).parent}:/usr/bin:/bin",
+        **service_env(svc),
+    }
+    log = (tmp / "redis.log").open("w")
+    proc = subprocess.Popen(
+        ["sh", "-c", script],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"redis://:{PASSWORD}@127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url, socket_connect_timeout=1)
+
+    def up() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_for(up, timeout=15, what="compose redis")
+        yield {"url": url, "port": port, "proc": proc, "dir": tmp, "client": client}
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=15)
+        log.close()
+
+
+def test_redis_requires_the_password_and_appends_to_disk(compose_redis) -> None:
+    # raw RESP, so no client library retries hide the answer
+    with socket.create_connection(("127.0.0.1", compose_redis["port"]), timeout=5) as sock:
+        sock.sendall(b"PING\r\n")
+        assert sock.recv(256).startswith(b"-NOAUTH")
+        sock.sendall(b"AUTH wrong-password\r\n")
+        assert sock.recv(256).startswith(b"-WRONGPASS")
+        sock.sendall(f"AUTH {PASSWORD}\r\nPING\r\n".encode())
+        assert wait_for(lambda: b"+PONG" in (buf := sock.recv(256)) and buf, timeout=5)
+    client = compose_redis["client"]
+    value = next(iter(client.config_get("appendonly").values()))
+    assert value in ("yes", b"yes")
+    client.set("deploy-test", "1")
+    assert wait_for(lambda: list((compose_redis["dir"] / "data").rglob("*.aof")), timeout=10)
+    # the password sits in a 0600 file, never on the command line (`ps` shows that)
+    conf = compose_redis["dir"] / "auth.conf"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    cmdline = Path(f"/proc/{compose_redis['proc'].pid}/cmdline").read_bytes()
+    assert PASSWORD.encode() not in cmdline
+
+
+def _service_env(compose: dict, name: str, redis_url: str, port_factory, state: Path) -> dict:
+    """The compose environment of ``name`` with addresses moved to loopback free ports."""
+    env = service_env(compose["services"][name])
+    env["REDIS_URL"] = redis_url
+    rewrites = {
+        "SENTRI_GENERAL__STATE_DIR": str(state),
+        "SENTRI_INGEST__BIND_HOST": "127.0.0.1",
+        "SENTRI_GATEWAY__HOST": "127.0.0.1",
+    }
+    for key in list(env):
+        if key in rewrites:
+            env[key] = rewrites[key]
+        elif key.endswith(("_PORT",)) and key.startswith("SENTRI_"):
+            env[key] = str(port_factory())
+        elif key.endswith("__INGEST_PUB"):
+            env[key] = f"tcp://127.0.0.1:{port_factory()}"
+    env.setdefault("SENTRI_GENERAL__STATE_DIR", str(state))
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("SENTRI_") and k != "REDIS_URL"},
+        **env,
+        "YOLO_OFFLINE": "1",
+        # quoted: env values are YAML scalars and a trailing ":" would make a mapping
+        "SENTRI_REDIS__PREFIX": f'"deploytest{os.getpid()}:"',
+    }
+
+
+@pytest.mark.parametrize("name", ["ingest", "gateway", "analyst"])
+def test_service_starts_with_its_compose_env_passes_the_health_probe_and_stops(
+    name, compose, compose_redis, port_factory, tmp_path
+) -> None:
+    env = _service_env(compose, name, compose_redis["url"], port_factory, tmp_path / "state")
+    cmd = compose["services"][name]["command"]
+    log = tmp_path / f"{name}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [bin_path("sentri"), *cmd], env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            test = compose["services"][name]["healthcheck"]["test"]
+            if len(test) > 2:  # explicit URL (the gateway): same path, our port
+                url = f"http://127.0.0.1:{env['SENTRI_GATEWAY__PORT']}/{test[-1].split('/', 3)[3]}"
+            else:  # the image default: the metrics port from the environment
+                url = healthcheck.default_url(env)
+
+            def healthy() -> bool:
+                assert proc.poll() is None, (
+                    f"{name} exited {proc.returncode}:\n{log.read_text()[-3000:]}"
+                )
+                return healthcheck.probe(url, timeout=2) is None
+
+            wait_for(healthy, timeout=60, interval=0.2, what=f"{name} healthy at {url}")
+            probe = subprocess.run(
+                [sys.executable, str(Path(healthcheck.__file__)), url],
+                capture_output=True,
+                timeout=30,
+            )
+            assert probe.returncode == 0
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                code = proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                pytest.fail(f"{name} ignored SIGTERM for 20 s:\n{log.read_text()[-3000:]}")
+    # within the compose stop_grace_period; uvicorn re-raises SIGTERM after its clean
+    # shutdown, so the gateway's status is -15 rather than 0
+    assert code in (0, -signal.SIGTERM), (
+        f"{name} exited {code} on SIGTERM:\n{log.read_text()[-3000:]}"
+    )
+    if name == "gateway":  # the first-start admin credential the deploy docs point to
+        assert (tmp_path / "state" / "admin-password.txt").exists()
