@@ -26,6 +26,7 @@ from shared.keys import STREAM_COMMANDS, Keys
 INT_FIELDS = {"width", "height", "quality", "frames_in", "bytes_in", "dropped", "camera_count"}
 FLOAT_FIELDS = {
     "fps", "target_fps", "fps_in", "last_frame_ts", "last_seen", "registered_at", "kbps_in",
+    "offline_at",
 }  # fmt: skip
 BOOL_FIELDS = {"streaming", "motion_gate"}
 
@@ -219,6 +220,8 @@ def get_client(
     client["status"] = health(
         client.get("last_seen"), now or time.time(), stale_after, offline_after
     )
+    if client.get("offline_at", 0) >= client.get("last_seen", 0) > 0:
+        client["status"] = "offline"  # said bye
     client["cameras"] = list_cameras(r, keys, client_id)
     return client
 
