@@ -80,6 +80,16 @@ class Keys:
         """Hash person name -> JSON {encodings: [[128 floats]...], created, ...}."""
         return self.k("gallery")
 
+    @property
+    def gallery_version(self) -> str:
+        """Counter bumped on every gallery change (replicas reload their cache)."""
+        return self.k("gallery", "version")
+
+    @property
+    def faces_stats(self) -> str:
+        """Hash camera_id -> JSON face-worker stats (gated, analysed, rejected)."""
+        return self.k("faces_stats")
+
     # --- auth -----------------------------------------------------------------
     @property
     def users(self) -> str:
