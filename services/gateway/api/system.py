@@ -1,0 +1,71 @@
+"""/healthz, /metrics, the OpenAPI docs and the dashboard pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.gateway.deps import authenticate, get_state, is_loopback, require_user
+from services.gateway.models import HealthReport
+
+STATIC = Path(__file__).resolve().parents[1] / "static"
+
+router = APIRouter()
+
+
+@router.get("/healthz", response_model=HealthReport, tags=["system"])
+def healthz(request: Request) -> JSONResponse:
+    """Liveness + Redis check; no authentication (for load balancers and `sentri up`)."""
+    try:
+        ok = bool(get_state(request).r.ping())
+    except (redis.RedisError, OSError):
+        ok = False
+    body = HealthReport(status="ok" if ok else "degraded", redis=ok)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/metrics", tags=["system"], response_class=Response)
+def prometheus_metrics(request: Request) -> Response:
+    """Prometheus text format. Loopback clients need no credentials (when
+    gateway.metrics_allow_loopback); others need a session or an API token."""
+    allow = get_state(request).settings.gateway.metrics_allow_loopback and is_loopback(request)
+    if not allow and authenticate(request) is None:
+        raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/openapi.json", include_in_schema=False, dependencies=[Depends(require_user)])
+def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.openapi())
+
+
+@router.get("/docs", include_in_schema=False, dependencies=[Depends(require_user)])
+def docs() -> Response:
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="Sentri API")
+
+
+# ---------------------------------------------------------------- dashboard pages
+def _page(request: Request, name: str) -> Response:
+    if authenticate(request) is None:
+        return RedirectResponse("/login", status_code=303)
+    return FileResponse(STATIC / name, headers={"Cache-Control": "no-store"})
+
+
+@router.get("/", include_in_schema=False)
+def index(request: Request) -> Response:
+    return _page(request, "index.html")
+
+
+@router.get("/distributed", include_in_schema=False)
+def distributed(request: Request) -> Response:
+    return _page(request, "index.html")
+
+
+@router.get("/login", include_in_schema=False)
+def login_page() -> Response:
+    return FileResponse(STATIC / "login.html", headers={"Cache-Control": "no-store"})

@@ -1,0 +1,121 @@
+"""The gateway app factory: wires config, Redis, live frames, the hub and routers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import redis
+import redis.asyncio as aredis
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from services.gateway.api import auth as auth_api
+from services.gateway.api import cameras, clients, events, faces, system
+from services.gateway.auth import AuthStore, admin_password_banner
+from services.gateway.config import GatewaySettings
+from services.gateway.deps import GatewayState
+from services.gateway.hub import Hub
+from services.gateway.live import LiveFrames
+from services.gateway.security import BodyLimit, RequestMetrics, SecurityHeaders
+from services.gateway.ws import router as ws_router
+from shared.keys import Keys
+from shared.redisutil import connect
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def create_app(settings: GatewaySettings) -> FastAPI:
+    """Build the gateway.  Nothing global: every piece of state hangs off ``app.state.gw``."""
+    if not settings.redis.url:
+        raise ValueError("redis.url is required (set REDIS_URL or --redis-url)")
+    cfg = settings.gateway
+    keys = Keys(settings.redis.prefix)
+    r = connect(settings.redis.url)
+    rb = connect(settings.redis.url, decode=False)
+    auth = AuthStore(
+        r, keys, time_cost=cfg.password_hash_time_cost, memory_kib=cfg.password_hash_memory_kib
+    )
+    auth.configure_rate_limit(cfg.login_max_failures, cfg.login_window_s)
+    live = LiveFrames(
+        cfg.ingest_pub, linger_s=cfg.live_linger_s, max_jpeg_bytes=cfg.live_max_frame_bytes
+    )
+    gw = GatewayState(settings=settings, keys=keys, r=r, rb=rb, auth=auth, live=live)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state_dir = settings.general.state_dir
+        admin_pw = cfg.admin_password.get_secret_value() if cfg.admin_password else None
+        generated = await asyncio.to_thread(auth.ensure_admin, cfg.admin_user, admin_pw, state_dir)
+        if generated:
+            path = str(Path(state_dir) / "admin-password.txt")
+            # Printed once, to stdout only (never through the log pipeline).
+            print(admin_password_banner(cfg.admin_user, generated, path), flush=True)
+            log.warning("admin account created; password printed above", extra={"file": path})
+        ar = aredis.Redis.from_url(
+            settings.redis.url, decode_responses=True, socket_connect_timeout=5
+        )
+        hub = Hub(keys, live, ar)
+        gw.hub = hub
+        live.start(asyncio.get_running_loop())
+        hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+            await asyncio.to_thread(live.stop)
+            try:
+                await asyncio.wait_for(ar.aclose(), 3)
+            except (TimeoutError, redis.RedisError, OSError):
+                log.warning("async redis close timed out")
+            r.close()
+            rb.close()
+
+    app = FastAPI(
+        title="Sentri gateway",
+        version="1.0",
+        summary="REST API, websockets and dashboard of the Sentri surveillance system.",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,  # served behind authentication by the system router
+    )
+    app.state.gw = gw
+
+    @app.exception_handler(redis.RedisError)
+    async def redis_down(_: Request, exc: redis.RedisError) -> JSONResponse:
+        log.warning("redis error", extra={"error": type(exc).__name__})
+        return JSONResponse({"detail": "storage unavailable"}, status_code=503)
+
+    for router in (
+        system.router,
+        auth_api.router,
+        clients.router,
+        cameras.router,
+        events.router,
+        faces.router,
+        ws_router,
+    ):
+        app.include_router(router)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    # Outermost last: metrics see the final status; the body limit runs before parsing.
+    app.add_middleware(BodyLimit, max_bytes=cfg.max_body_bytes)
+    if cfg.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cfg.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(RequestMetrics)
+    return app
