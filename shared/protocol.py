@@ -380,7 +380,7 @@ def decode_control(data: bytes, *, expect: frozenset[str]) -> dict[str, Any]:
             clean[name] = entry
         out["stats"] = clean
     elif msg_type in ("start_streaming", "stop_streaming", "update_streaming_settings"):
-        cam = _check_str(d, "camera", required=False)
+        cam = _check_str(d, "camera", required=False) if d.get("camera") is not None else None
         if cam is not None and not valid_name(cam):
             raise ProtocolError("control_bad_value", "camera")
         out["camera"] = cam  # None = every camera of the agent

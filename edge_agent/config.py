@@ -1,0 +1,135 @@
+"""The ``edge`` config section (YAML ``edge:``, env ``SENTRI_EDGE__<FIELD>``, CLI flags)."""
+
+from __future__ import annotations
+
+import re
+import socket
+
+from pydantic import Field, field_validator, model_validator
+
+from shared.config import Section
+from shared.protocol import valid_name
+
+_ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def default_client_id() -> str:
+    name = socket.gethostname().split(".")[0] or "edge"
+    return name if valid_name(name) else "edge"
+
+
+class EdgeConfig(Section):
+    server: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        max_length=253,
+        description="Ingest host; frames go to tcp://SERVER:frame_port, control to tcp://SERVER:control_port.",
+    )
+    frame_port: int = Field(5555, ge=1, le=65535, description="Ingest's frame (PULL) port.")
+    control_port: int = Field(5556, ge=1, le=65535, description="Ingest's control (ROUTER) port.")
+    frame_endpoint: str | None = Field(
+        None, description="Explicit frame endpoint tcp://host:port (overrides server/frame_port)."
+    )
+    control_endpoint: str | None = Field(
+        None,
+        description="Explicit control endpoint tcp://host:port (overrides server/control_port).",
+    )
+    client_id: str = Field(
+        default_factory=default_client_id,
+        description="This agent's id (default: the short hostname); camera ids are CLIENT/NAME.",
+    )
+    sources: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Sources: device index, /dev/videoN, rtsp:// or http(s):// URL, video file, demo:SCENE. Empty: discover V4L2 devices.",
+    )
+    max_cameras: int = Field(5, ge=1, le=64, description="Most cameras streamed at once.")
+    quality: int = Field(80, ge=1, le=100, description="JPEG quality.")
+    fps: float = Field(15.0, ge=0.1, le=120, description="Target frames per second per camera.")
+    width: int = Field(640, ge=16, le=7680, description="Demo frame width / size asked of devices.")
+    height: int = Field(
+        480, ge=16, le=4320, description="Demo frame height / size asked of devices."
+    )
+    motion_gate: bool = Field(
+        False, description="Send full rate only while something moves, a keyframe otherwise."
+    )
+    motion_threshold: float = Field(
+        0.005, ge=0, le=1, description="Fraction of changed pixels that counts as motion."
+    )
+    motion_pixel_delta: int = Field(
+        12, ge=1, le=255, description="Grey-level change for a pixel to count as changed."
+    )
+    keyframe_interval_s: float = Field(
+        1.0, gt=0, le=3600, description="With the motion gate, a frame at least this often."
+    )
+    motion_hold_s: float = Field(
+        1.0, ge=0, le=60, description="Full rate continues this long after the last motion."
+    )
+    start_paused: bool = Field(
+        False, description="Register the cameras but stream only after start_streaming."
+    )
+    heartbeat_interval_s: float = Field(
+        2.0, ge=0.05, le=60, description="Heartbeat (with per-camera stats) interval."
+    )
+    reply_timeout_s: float = Field(
+        6.0,
+        ge=0.2,
+        le=600,
+        description="No message from ingest this long: recreate the control socket and re-register.",
+    )
+    max_backoff_s: float = Field(
+        30.0, ge=0.2, le=3600, description="Longest wait between re-register attempts."
+    )
+    send_hwm: int = Field(
+        2, ge=1, le=100, description="Frames ZeroMQ may buffer for ingest before dropping."
+    )
+    probe_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="Time allowed to open a source and read its first frame."
+    )
+    metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics port (0 = off).")
+    server_key: str | None = Field(
+        None,
+        max_length=4096,
+        description="Ingest's CURVE public key (40 z85 characters or a .public file). Set: both "
+        "sockets are encrypted and the agent authenticates with its own key pair; unset: plaintext.",
+    )
+    key_dir: str | None = Field(
+        None,
+        max_length=4096,
+        description="Directory of the agent's CURVE key pair edge.public/edge.secret, created on "
+        "first use (default: <general.state_dir>/keys).",
+    )
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, v: str) -> str:
+        if not valid_name(v):
+            raise ValueError("must be 1-128 printable characters without spaces or '/'")
+        return v
+
+    @field_validator("frame_endpoint", "control_endpoint")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = _ENDPOINT.match(v)
+        if not m or not 1 <= int(m.group(2)) <= 65535:
+            raise ValueError("must look like tcp://host:port")
+        return v
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> EdgeConfig:
+        if self.frames_url == self.control_url:
+            raise ValueError("frame and control endpoints must differ")
+        return self
+
+    @property
+    def frames_url(self) -> str:
+        return self.frame_endpoint or f"tcp://{self._host()}:{self.frame_port}"
+
+    @property
+    def control_url(self) -> str:
+        return self.control_endpoint or f"tcp://{self._host()}:{self.control_port}"
+
+    def _host(self) -> str:
+        return f"[{self.server}]" if ":" in self.server else self.server
