@@ -1,0 +1,108 @@
+"""`sentri up --demo` as a user runs it: one command brings up Redis, ingest, every
+worker, the gateway and a demo agent; the API shows the demo cameras and real
+detections; Ctrl-C stops everything."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+
+import httpx
+import psutil
+import pytest
+
+from tests.helpers import wait_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytestmark = pytest.mark.slow
+
+
+def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
+    fp, cp, pp, gp = (port_factory() for _ in range(4))
+    password = secrets.token_urlsafe(16)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTRI_", "REDIS_URL"))}
+    env.update(
+        PYTHONPATH=ROOT,
+        SENTRI_INGEST__FRAME_PORT=str(fp),
+        SENTRI_INGEST__CONTROL_PORT=str(cp),
+        SENTRI_INGEST__PUB_PORT=str(pp),
+        SENTRI_GATEWAY__ADMIN_PASSWORD=password,
+        SENTRI_GATEWAY__PASSWORD_HASH_TIME_COST="1",
+        # The fastest detector set-up for a test: no ONNX export on first start.
+        SENTRI_DETECTOR__BACKEND__TYPE="torch",
+        SENTRI_DETECTOR__IMGSZ="320",
+    )
+    log = open(tmp_path / "up.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sentri_cli.main",
+            "up",
+            "--demo",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--gateway-port",
+            str(gp),
+        ],  # fmt: skip
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,  # fmt: skip
+    )
+    base = f"http://127.0.0.1:{gp}"
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 90, interval=0.5, what="gateway /healthz")
+        children = psutil.Process(proc.pid).children(recursive=True)
+        names = " ".join(" ".join(c.cmdline()) for c in children)
+        for part in ("services.ingest", "services.detector", "services.faces", "services.analyst",
+                     "services.gateway", "edge_agent", "redis-server"):  # fmt: skip
+            assert part in names, f"{part} not running under sentri up"
+
+        client = httpx.Client(base_url=base, timeout=10)
+        assert client.get("/api/distributed/clients").status_code == 401  # no anonymous access
+        r = client.post("/api/auth/login", json={"username": "admin", "password": password})
+        assert r.status_code == 200, r.text
+
+        def demo_online():
+            body = client.get("/api/distributed/clients").json()
+            demo = [c for c in body["clients"] if c["client_id"] == "demo"]
+            return (
+                demo and demo[0]["status"] == "online" and len(demo[0]["cameras"]) == 3 and demo[0]
+            )
+
+        demo = wait_for(demo_online, 60, interval=0.5, what="demo agent with 3 cameras")
+        assert {c["camera_id"] for c in demo["cameras"]} == {
+            "demo/demo-bus", "demo/demo-zidane", "demo/demo-astronaut"}  # fmt: skip
+
+        def people_on_bus():
+            latest = client.get("/api/detections", params={"camera_id": "demo/demo-bus"}).json()[
+                "latest"
+            ]
+            rec = latest.get("demo/demo-bus")
+            return rec and sum(o["class"] == "person" for o in rec["objects"]) >= 2 and rec
+
+        wait_for(people_on_bus, 150, interval=1.0, what="person detections on the bus camera")
+        wait_for(lambda: client.get("/api/events", params={"type": "object_entered"}).json()["events"],
+                 60, interval=1.0, what="an object_entered event")  # fmt: skip
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = None
+        log.close()
+    assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
