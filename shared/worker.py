@@ -305,6 +305,8 @@ class WorkerRuntime:
     def start(self) -> WorkerRuntime:
         """Set up the processor and start the threads (non-blocking)."""
         self.processor.setup(self)
+        # A processor may size its batches once its model is loaded.
+        self.batch_size = max(1, min(self.config.max_batch, self.processor.max_batch))
         for target, name in (
             (self._receive_loop, "recv"),
             (self._membership_loop, "members"),

