@@ -55,9 +55,8 @@ def _stack(fps: float, state: Path, log: Path):
             "--without", "analyst", "--state-dir", str(state), "--gateway-port", str(ports["gw"])]  # fmt: skip
     for s in SOURCES:
         args += ["--demo-source", s]
-    proc = subprocess.Popen(
-        args, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, cwd=ROOT
-    )  # noqa: SIM115
+    out = open(log, "wb")  # noqa: SIM115 - lives as long as the child
+    proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     return proc, ports, password
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -98,7 +98,39 @@ class IngestConfig(Section):
     stats_interval_s: float = Field(
         1.0, gt=0, le=60, description="How often per-camera stats are written to Redis."
     )
-    insecure: bool = Field(True, description="Accept plaintext agents (no CURVE).")
+    insecure: bool = Field(
+        False,
+        description="Accept plaintext agents (no CURVE encryption or key check). Off by default: "
+        "agents must use ingest's public key and an approved key pair of their own.",
+    )
+    authorized_keys: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="Agent public keys approved at start, like SSH authorized_keys: each entry is "
+        "a 40-character z85 key, a .public file, or a directory whose *.public files are read. "
+        "A key rejected in the dashboard stays rejected. A single string is one entry.",
+    )
+    authorized_keys_rescan_s: float = Field(
+        10.0,
+        ge=0,
+        le=86400,
+        description="Re-read authorized_keys this often, so keys added to a file or directory "
+        "are approved without a restart (0 = only at start). Removing a key does not revoke it: "
+        "reject it in the dashboard.",
+    )
+
+    @field_validator("authorized_keys", mode="before")
+    @classmethod
+    def _one_entry_is_a_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("authorized_keys")
+    @classmethod
+    def _entries_not_blank(cls, v: list[str]) -> list[str]:
+        out = [e.strip() for e in v]
+        if any(not e or len(e) > 4096 for e in out):
+            raise ValueError("entries must be a key, a file or a directory (1-4096 characters)")
+        return out
 
 
 class WorkerConfig(Section):

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from wsgiref.simple_server import WSGIServer
 
 import redis
 import redis.asyncio as aredis
@@ -14,14 +15,16 @@ from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import start_http_server
 
+from services.gateway.api import agents, cameras, clients, events, faces, system
 from services.gateway.api import auth as auth_api
-from services.gateway.api import cameras, clients, events, faces, system
 from services.gateway.auth import AuthStore, admin_password_banner
 from services.gateway.config import GatewaySettings
 from services.gateway.deps import GatewayState
 from services.gateway.hub import Hub
 from services.gateway.live import LiveFrames
+from services.gateway.models import COMMON_RESPONSES
 from services.gateway.security import BodyLimit, RequestMetrics, SecurityHeaders
 from services.gateway.ws import router as ws_router
 from shared.keys import Keys
@@ -30,6 +33,18 @@ from shared.redisutil import connect
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).resolve().parent / "static"
+
+
+def start_metrics_listener(settings: GatewaySettings) -> WSGIServer | None:
+    """prometheus_client's plain /metrics on ``general.metrics_port`` (0 = off), for
+    scrapers on the internal network: no credentials, nothing but metrics."""
+    port = settings.general.metrics_port
+    if not port:
+        return None
+    host = settings.gateway.metrics_host or settings.gateway.host
+    server, _ = start_http_server(port, addr=host)
+    log.info("metrics listener started", extra={"host": host, "port": port})
+    return server
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -59,6 +74,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             # Printed once, to stdout only (never through the log pipeline).
             print(admin_password_banner(cfg.admin_user, generated, path), flush=True)
             log.warning("admin account created; password printed above", extra={"file": path})
+        metrics_server = start_metrics_listener(settings)
         ar = aredis.Redis.from_url(
             settings.redis.url, decode_responses=True, socket_connect_timeout=5
         )
@@ -77,6 +93,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 log.warning("async redis close timed out")
             r.close()
             rb.close()
+            if metrics_server is not None:
+                await asyncio.to_thread(metrics_server.shutdown)
+                metrics_server.server_close()
 
     app = FastAPI(
         title="Sentri gateway",
@@ -94,16 +113,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         log.warning("redis error", extra={"error": type(exc).__name__})
         return JSONResponse({"detail": "storage unavailable"}, status_code=503)
 
+    app.include_router(system.router)
     for router in (
-        system.router,
         auth_api.router,
         clients.router,
         cameras.router,
         events.router,
         faces.router,
-        ws_router,
+        agents.router,
     ):
-        app.include_router(router)
+        app.include_router(router, responses=COMMON_RESPONSES)
+    app.include_router(ws_router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Outermost last: metrics see the final status; the body limit runs before parsing.

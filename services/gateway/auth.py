@@ -45,7 +45,7 @@ class Principal:
 
     user: str
     via: str  # "session" | "token"
-    role: str = "admin"
+    role: str | None = "admin"  # None: the account was deleted
     token_id: str | None = None
 
 
@@ -67,6 +67,14 @@ class AuthStore:
         user["hash"] = self.hasher.hash(password)
         user["updated"] = time.time()
         self.r.hset(self.keys.users, name, json.dumps(user))
+
+    def role_of(self, name: str) -> str | None:
+        """The account's role (``admin`` for accounts created before roles existed);
+        None when the account no longer exists."""
+        user = self.get_user(name)
+        if user is None:
+            return None
+        return str(user.get("role") or "admin")
 
     def verify_password(self, name: str, password: str) -> bool:
         user = self.get_user(name)
@@ -171,7 +179,9 @@ class AuthStore:
         if not meta.get("last_used") or now - meta["last_used"] > 60:
             meta["last_used"] = now
             self.r.hset(self.keys.tokens, token_id, json.dumps(meta))
-        return Principal(user=meta["user"], via="token", token_id=token_id)
+        return Principal(
+            user=meta["user"], via="token", role=self.role_of(meta["user"]), token_id=token_id
+        )
 
     # ------------------------------------------------------------ rate limit
     def login_blocked(self, ip: str, user: str) -> int:

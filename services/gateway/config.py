@@ -105,6 +105,13 @@ class GatewayConfig(Section):
         "session or API token.",
     )
 
+    metrics_host: str | None = Field(
+        None,
+        description="Address of the credential-free Prometheus listener that "
+        "general.metrics_port (non-zero) enables; unset = the same as host. Expose it only on "
+        "the internal network (compose/k8s scrape it there).",
+    )
+
     @field_validator("admin_password")
     @classmethod
     def _strong_enough(cls, v: SecretStr | None) -> SecretStr | None:

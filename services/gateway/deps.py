@@ -65,12 +65,15 @@ def authenticate(conn: HTTPConnection) -> Principal | None:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return None
-        return gw.auth.token_principal(token.strip())
+        principal = gw.auth.token_principal(token.strip())
+        # A deleted account's tokens and sessions stop working at once.
+        return principal if principal is not None and principal.role is not None else None
     sid = conn.cookies.get(SESSION_COOKIE)
     if sid:
         user = gw.auth.session_user(sid)
-        if user:
-            return Principal(user=user, via="session")
+        role = gw.auth.role_of(user) if user else None
+        if user and role is not None:
+            return Principal(user=user, via="session", role=role)
     return None
 
 
@@ -88,6 +91,15 @@ def require_user(request: Request) -> Principal:
     ):
         metrics.AUTH_REJECTED.labels("cross_origin").inc()
         raise HTTPException(403, "cross-origin request refused")
+    return principal
+
+
+def require_admin(request: Request) -> Principal:
+    """Like :func:`require_user`, and the account must have the ``admin`` role (403 else)."""
+    principal = require_user(request)
+    if principal.role != "admin":
+        metrics.AUTH_REJECTED.labels("not_admin").inc()
+        raise HTTPException(403, "administrator role required")
     return principal
 
 

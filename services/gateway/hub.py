@@ -4,7 +4,9 @@ Wire format on ``/ws`` (documented in the README section for the gateway):
 
 * text messages are JSON ``{"type": <event>, "data": {...}}`` with ``type`` one of
   ``distributed_client_change``, ``distributed_detection_update``, ``event``,
-  ``face_update``, ``analysis_update``, ``hello``, ``subscribed``, ``error``;
+  ``face_update``, ``analysis_update``, ``agent_key_pending`` (an unknown agent key
+  waits for approval), ``agent_key_update`` (a key was approved/rejected), ``hello``,
+  ``subscribed``, ``error``;
 * a live frame (``distributed_frame_update``) is ONE binary message:
   4-byte big-endian length N, N bytes of JSON header
   ``{"type": "distributed_frame_update", "camera_id", "seq", "ts", "w", "h"}``,
@@ -33,9 +35,16 @@ from starlette.websockets import WebSocket, WebSocketState
 from services.gateway import metrics
 from services.gateway.live import LiveFrame, LiveFrames
 from shared.keys import Keys
+from shared.metrics import INVALID_INPUT
 from shared.redisutil import parse_entry
 
 log = logging.getLogger(__name__)
+
+# notify payload type -> websocket message type
+AGENT_KEY_MESSAGE_TYPES = {
+    "agent_key_pending": "agent_key_pending",  # published by shared.security.AgentKeyStore
+    "agent_key_status": "agent_key_update",  # published by the gateway after a decision
+}
 
 STREAM_MESSAGE_TYPES = {
     "detections": "distributed_detection_update",
@@ -258,6 +267,23 @@ class Hub:
                         record["snapshot_url"] = f"/api/snapshots/{record['snapshot_id']}"
                     self.broadcast(kind, record, record.get("camera_id"))
 
+    def _on_notify(self, data: dict[str, Any]) -> None:
+        """Agent key notices go out as their own message types (only their fingerprint and
+        status: the dashboard refetches the list); everything else is a registry change."""
+        kind = data.get("type")
+        if kind in AGENT_KEY_MESSAGE_TYPES:
+            fp = data.get("fingerprint")
+            status = data.get("status")
+            if not isinstance(fp, str) or len(fp) > 64:
+                INVALID_INPUT.labels("gateway", "bad_notify").inc()
+                return
+            out: dict[str, Any] = {"fingerprint": fp}
+            if isinstance(status, str) and status in ("pending", "approved", "rejected"):
+                out["status"] = status
+            self.broadcast(AGENT_KEY_MESSAGE_TYPES[kind], out)
+            return
+        self.broadcast("distributed_client_change", data)
+
     async def _read_notify(self) -> None:
         backoff = 0.5
         while not self._stopping:
@@ -274,7 +300,7 @@ class Hub:
                     except (TypeError, ValueError):
                         continue
                     if isinstance(data, dict):
-                        self.broadcast("distributed_client_change", data)
+                        self._on_notify(data)
             except asyncio.CancelledError:
                 raise
             except (redis.RedisError, OSError) as exc:

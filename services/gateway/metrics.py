@@ -43,3 +43,8 @@ AUTH_REJECTED = Counter(
 STREAM_READ_ERRORS = Counter(
     "sentri_gateway_stream_read_errors_total", "Errors while reading result streams from Redis."
 )
+AGENT_KEY_DECISIONS = Counter(
+    "sentri_gateway_agent_key_decisions_total",
+    "Agent key approvals and rejections made through the API.",
+    ["decision"],
+)

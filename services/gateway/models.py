@@ -171,3 +171,59 @@ class Ok(Strict):
 class HealthReport(Strict):
     status: Literal["ok", "degraded"]
     redis: bool
+
+
+# -------------------------------------------------------------- agent keys
+KeyStatus = Literal["pending", "approved", "rejected"]
+FINGERPRINT_PATTERN = r"^[0-9a-f]{4}(:[0-9a-f]{4}){7}$"
+# Z85 alphabet (ZeroMQ RFC 32): a CURVE public key is 40 of these characters.
+Z85_KEY_PATTERN = r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$"
+
+
+class AgentKey(Strict):
+    fingerprint: str = Field(
+        description="SHA-256 of the public key, 8 groups of 4 hex digits; compare it with "
+        "the one the agent prints (`sentri-edge` logs it at start)."
+    )
+    key: str = Field(description="The agent's CURVE public key (Z85, 40 characters).")
+    status: KeyStatus = Field(
+        description="pending (seen, refused until decided), approved (may connect), rejected."
+    )
+    first_seen: float | None = Field(None, description="Unix time ingest first saw the key.")
+    last_seen: float | None = Field(None, description="Unix time of its latest attempt.")
+    decided_at: float | None = Field(None, description="Unix time of the latest approve/reject.")
+    decided_by: str | None = Field(None, description="User who made that decision.")
+    client_ids: list[str] = Field(
+        default_factory=list, description="Client ids bound to this key (first register wins)."
+    )
+
+
+class AgentKeyCreate(Strict):
+    key: str = Field(
+        pattern=Z85_KEY_PATTERN,
+        description="An agent's CURVE public key (Z85, 40 characters, e.g. the content of the "
+        "agent's `.public` key file) to approve before the agent first connects.",
+    )
+
+
+# ------------------------------------------------------------------ errors
+class ErrorDetail(BaseModel):
+    detail: str = Field(description="What went wrong, for people.")
+
+
+def error_response(description: str) -> dict[str, Any]:
+    return {"model": ErrorDetail, "description": description}
+
+
+# Answers any API route may give (documented once, on every route of the API routers).
+COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: error_response("Malformed request (e.g. a body that is not valid JSON)."),
+    401: error_response("Missing, expired or invalid session or API token."),
+    403: error_response(
+        "Refused: a cookie-authenticated write from another origin, an API token where a "
+        "login is required, or an account without the needed role."
+    ),
+    413: error_response("Request body larger than gateway.max_body_bytes."),
+    503: error_response("Storage (Redis) or a needed component is unavailable."),
+}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: error_response("No such item.")}

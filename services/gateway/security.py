@@ -14,14 +14,6 @@ CSP = (
     "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; "
     "frame-ancestors 'none'; form-action 'self'"
 )
-# /docs (Swagger UI) loads its assets from FastAPI's default CDN; it is the one page
-# where that is allowed (and it only works with internet access).
-DOCS_CSP = (
-    "default-src 'self'; img-src 'self' data: https://fastapi.tiangolo.com; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; frame-ancestors 'none'"
-)
-
 HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -39,7 +31,7 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        csp = (DOCS_CSP if scope["path"] in ("/docs", "/redoc") else CSP).encode()
+        csp = CSP.encode()  # every page, /docs included: nothing is loaded from elsewhere
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

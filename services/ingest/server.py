@@ -33,6 +33,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from services.ingest import metrics as m
+from services.ingest.authorized import AuthorizedKeys
 from services.ingest.registry_writer import RegistryWriter
 from services.ingest.sessions import Session, SessionTable
 from services.ingest.stats import StatsTable
@@ -70,6 +71,8 @@ SERVICE = "ingest"
 PUB_MAX_INBOUND_BYTES = 4096
 #: Most agent sessions one ingest keeps (a bound on memory, not a sizing hint).
 MAX_SESSIONS = 10_000
+#: While Redis refuses the authorized_keys approvals, they are retried this often.
+AUTHORIZED_RETRY_S = 2.0
 #: Frames handled per poll wake-up before control and commands get a turn.
 FRAME_BATCH = 256
 _MONITOR_EVENTS = (
@@ -84,6 +87,7 @@ _HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_AUTH,
 )
 _instance_ids = itertools.count()
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def _str(value: str | bytes) -> str:
@@ -129,6 +133,13 @@ class IngestServer:
         self._auth: CurveAuthenticator | None = None
         self._key_store: AgentKeyStore | None = None
         self._client_keys: dict[str, str] = {}  # client_id -> bound key (cache)
+        #: ``ingest.authorized_keys``, read now so a bad entry fails at start.
+        self.authorized = AuthorizedKeys(ingest_cfg.authorized_keys)
+        self._authorized_pending = False  # set while an apply waits for Redis
+        if self.secure and ingest_cfg.authorized_keys:
+            self.authorized.load()
+        elif ingest_cfg.authorized_keys:
+            log.warning("ingest.authorized_keys is ignored: ingest.insecure is true")
         self.redis_cfg = redis_cfg
         self.keys = Keys(redis_cfg.prefix)
         self.redis = connect(redis_cfg.url, timeout=2.0)
@@ -167,6 +178,7 @@ class IngestServer:
         if self.secure:
             self.server_public, secret = load_or_create_keypair(self.keys_dir, "ingest")
             self._key_store = AgentKeyStore(self.redis, self.keys)
+            self._apply_authorized_keys(reload=False)  # before any agent can connect
             self._auth = CurveAuthenticator(self._ctx, self._key_store)  # before any bind
         try:
             pull = self._socket("frame", zmq.PULL)
@@ -228,11 +240,13 @@ class IngestServer:
                 ),
             },
         )  # fmt: skip
-        if not self.secure and host not in ("127.0.0.1", "localhost", "::1"):
+        if not self.secure:
             log.warning(
-                "accepting plaintext agents from the network (ingest.insecure=true)",
-                extra={"bind_host": host},
-            )
+                "CURVE is OFF (insecure): frames and control travel in plaintext and any "
+                "agent that reaches the ports is accepted",
+                extra={"bind_host": host,
+                       "reachable_from": "this machine" if host in _LOOPBACK else "the network"},
+            )  # fmt: skip
         return self
 
     def run(self) -> None:
@@ -716,6 +730,11 @@ class IngestServer:
             "cleanup": self.cleanup_interval_s,
         }
         jobs = {"stats": self._flush_stats, "health": self._check_health, "cleanup": self._cleanup}
+        if self.secure and self.cfg.authorized_keys:
+            rescan = self.cfg.authorized_keys_rescan_s
+            due["authorized_keys"] = now + (rescan or AUTHORIZED_RETRY_S)
+            every["authorized_keys"] = min(rescan or AUTHORIZED_RETRY_S, AUTHORIZED_RETRY_S)
+            jobs["authorized_keys"] = self._authorized_job
         while not self.stop_event.is_set():
             now = time.monotonic()
             for name, job in jobs.items():
@@ -734,6 +753,41 @@ class IngestServer:
                 except Exception:
                     log.exception("housekeeping job failed", extra={"job": name})
             self.stop_event.wait(max(0.01, min(due.values()) - time.monotonic()))
+
+    def _apply_authorized_keys(self, reload: bool = True) -> None:
+        """Approve ``ingest.authorized_keys`` (re-read first when ``reload``)."""
+        if self._key_store is None or not self.cfg.authorized_keys:
+            return
+        if reload:
+            try:
+                self.authorized.load()
+            except ConfigError as exc:  # e.g. a half-written file: keep what was applied
+                ok, suppressed = self._burst.should_log("authorized_keys")
+                if ok:
+                    log.warning(
+                        "cannot re-read authorized keys; keeping the approvals made",
+                        extra={"error": str(exc), "suppressed": suppressed},
+                    )
+                return
+        try:
+            approved = self.authorized.apply(self._key_store)
+        except redis.RedisError as exc:
+            self._authorized_pending = True
+            log.warning(
+                "cannot approve authorized keys yet (redis); retrying",
+                extra={"error": str(exc), "retry_s": AUTHORIZED_RETRY_S},
+            )
+            return
+        self._authorized_pending = False
+        self.count("authorized_keys_approved", len(approved))
+
+    def _authorized_job(self) -> None:
+        last = getattr(self, "_authorized_scanned", 0.0)
+        rescan = self.cfg.authorized_keys_rescan_s
+        now = time.monotonic()
+        if self._authorized_pending or (rescan and now - last >= rescan):
+            self._authorized_scanned = now
+            self._apply_authorized_keys(reload=not self._authorized_pending or bool(rescan))
 
     def _flush_stats(self) -> None:
         snap = self.stats.snapshot()

@@ -11,6 +11,7 @@ from services.gateway import metrics
 from services.gateway.auth import SESSION_COOKIE, Principal
 from services.gateway.deps import client_ip, get_state, require_session_user, require_user
 from services.gateway.models import (
+    NOT_FOUND,
     LoginRequest,
     Me,
     Ok,
@@ -106,7 +107,7 @@ def create_token(
     return TokenCreated(token=token, **meta)
 
 
-@router.delete("/tokens/{token_id}", response_model=Ok)
+@router.delete("/tokens/{token_id}", response_model=Ok, responses=NOT_FOUND)
 def revoke_token(
     token_id: str, request: Request, principal: Principal = Depends(require_session_user)
 ) -> Ok:

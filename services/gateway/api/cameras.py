@@ -19,7 +19,13 @@ from fastapi.responses import StreamingResponse
 from services.gateway import metrics
 from services.gateway.api.common import camera_or_404, client_status, enrich_cameras
 from services.gateway.deps import get_state, require_user
-from services.gateway.models import Camera, CommandAccepted, StreamSettings
+from services.gateway.models import (
+    NOT_FOUND,
+    Camera,
+    CommandAccepted,
+    StreamSettings,
+    error_response,
+)
 from shared import registry
 
 log = logging.getLogger(__name__)
@@ -50,18 +56,33 @@ def list_cameras(request: Request) -> list[Camera]:
     return enrich_cameras(gw, cams, statuses)
 
 
-@router.post("/{camera_id:path}/stream/start", response_model=CommandAccepted, status_code=202)
+@router.post(
+    "/{camera_id:path}/stream/start",
+    response_model=CommandAccepted,
+    status_code=202,
+    responses=NOT_FOUND,
+)
 def start_streaming(camera_id: str, request: Request) -> CommandAccepted:
     """Ask the camera's agent (through ingest) to start sending frames."""
     return _command(request, camera_id, "start_streaming")
 
 
-@router.post("/{camera_id:path}/stream/stop", response_model=CommandAccepted, status_code=202)
+@router.post(
+    "/{camera_id:path}/stream/stop",
+    response_model=CommandAccepted,
+    status_code=202,
+    responses=NOT_FOUND,
+)
 def stop_streaming(camera_id: str, request: Request) -> CommandAccepted:
     return _command(request, camera_id, "stop_streaming")
 
 
-@router.post("/{camera_id:path}/settings", response_model=CommandAccepted, status_code=202)
+@router.post(
+    "/{camera_id:path}/settings",
+    response_model=CommandAccepted,
+    status_code=202,
+    responses=NOT_FOUND,
+)
 def update_settings(camera_id: str, body: StreamSettings, request: Request) -> CommandAccepted:
     """Change JPEG quality and/or frame rate on the agent."""
     return _command(
@@ -72,7 +93,11 @@ def update_settings(camera_id: str, body: StreamSettings, request: Request) -> C
 @router.get(
     "/{camera_id:path}/snapshot.jpg",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}, 504: {"description": "no live frame"}},
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        504: error_response("No live frame arrived within gateway.snapshot_wait_s."),
+        **NOT_FOUND,
+    },
 )
 async def snapshot(camera_id: str, request: Request) -> Response:
     """The latest live frame (subscribes to the camera for a short while if needed)."""
@@ -97,7 +122,10 @@ async def snapshot(camera_id: str, request: Request) -> Response:
 @router.get(
     "/{camera_id:path}/mjpeg",
     response_class=StreamingResponse,
-    responses={200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}}},
+    responses={
+        200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}},
+        **NOT_FOUND,
+    },
 )
 async def mjpeg(camera_id: str, request: Request) -> StreamingResponse:
     """Live MJPEG (multipart/x-mixed-replace), capped at gateway.mjpeg_max_fps."""
@@ -137,7 +165,7 @@ async def mjpeg(camera_id: str, request: Request) -> StreamingResponse:
     return StreamingResponse(parts(), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
 
 
-@router.get("/{camera_id:path}", response_model=Camera)
+@router.get("/{camera_id:path}", response_model=Camera, responses=NOT_FOUND)
 def get_camera(camera_id: str, request: Request) -> Camera:
     gw = get_state(request)
     cam = camera_or_404(gw, camera_id)

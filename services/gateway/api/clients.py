@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from services.gateway.api.common import camera_or_404, enrich_cameras, list_clients, worker_stats
 from services.gateway.deps import GatewayState, get_state, require_user
 from services.gateway.models import (
+    NOT_FOUND,
     CleanupResult,
     Client,
     ClientList,
@@ -35,7 +36,7 @@ def get_clients(request: Request) -> ClientList:
     return ClientList(clients=clients, count=len(clients))
 
 
-@router.get("/clients/{client_id}", response_model=Client)
+@router.get("/clients/{client_id}", response_model=Client, responses=NOT_FOUND)
 def get_client(client_id: str, request: Request) -> Client:
     gw = get_state(request)
     ing = gw.settings.ingest
@@ -107,13 +108,13 @@ def _switch(request: Request, body: ProcessingRequest, on: bool) -> ProcessingSt
     return ProcessingState(camera_id=body.camera_id, service=body.service, enabled=on)
 
 
-@router.post("/start_processing", response_model=ProcessingState)
+@router.post("/start_processing", response_model=ProcessingState, responses=NOT_FOUND)
 def start_processing(body: ProcessingRequest, request: Request) -> ProcessingState:
     """Turn a worker service on for one camera (the worker picks it up within ~1 s)."""
     return _switch(request, body, True)
 
 
-@router.post("/stop_processing", response_model=ProcessingState)
+@router.post("/stop_processing", response_model=ProcessingState, responses=NOT_FOUND)
 def stop_processing(body: ProcessingRequest, request: Request) -> ProcessingState:
     return _switch(request, body, False)
 

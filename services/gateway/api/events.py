@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
 from services.gateway.deps import GatewayState, get_state, require_user
-from services.gateway.models import EventPage, ResultsView
+from services.gateway.models import EventPage, ResultsView, error_response
 from shared.redisutil import parse_entry
 
 router = APIRouter(prefix="/api", tags=["results"], dependencies=[Depends(require_user)])
@@ -100,7 +100,10 @@ def list_events(
 @router.get(
     "/snapshots/{snapshot_id}",
     response_class=Response,
-    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "expired or unknown"}},
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        404: error_response("Snapshot expired or unknown."),
+    },
 )
 def get_snapshot(snapshot_id: str, request: Request) -> Response:
     if not SNAPSHOT_ID.match(snapshot_id):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Uplo
 from fastapi.concurrency import run_in_threadpool
 
 from services.gateway.deps import GatewayState, get_state, require_user
-from services.gateway.models import Ok, Person, RenameRequest
+from services.gateway.models import NOT_FOUND, Ok, Person, RenameRequest, error_response
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,16 @@ def list_people(request: Request) -> list[dict[str, Any]]:
     return _call(g.list)
 
 
-@router.post("", response_model=Person, status_code=201)
+@router.post(
+    "",
+    response_model=Person,
+    status_code=201,
+    responses={
+        409: error_response("The gallery is busy or the name is taken."),
+        413: error_response("A photo is larger than gateway.max_upload_bytes."),
+        415: error_response("A file is not an image."),
+    },
+)
 async def enroll(
     request: Request,
     name: str = Form(..., min_length=1, max_length=64),
@@ -101,7 +110,7 @@ async def enroll(
     return person
 
 
-@router.get("/{name}", response_model=Person)
+@router.get("/{name}", response_model=Person, responses=NOT_FOUND)
 def get_person(name: str, request: Request) -> dict[str, Any]:
     person = _call(_gallery(get_state(request)).get, name)
     if person is None:
@@ -109,13 +118,17 @@ def get_person(name: str, request: Request) -> dict[str, Any]:
     return person
 
 
-@router.delete("/{name}", response_model=Ok)
+@router.delete("/{name}", response_model=Ok, responses=NOT_FOUND)
 def delete_person(name: str, request: Request) -> Ok:
     if not _call(_gallery(get_state(request)).delete, name):
         raise HTTPException(404, f"no person named {name!r}")
     return Ok()
 
 
-@router.post("/{name}/rename", response_model=Person)
+@router.post(
+    "/{name}/rename",
+    response_model=Person,
+    responses={**NOT_FOUND, 409: error_response("The new name is taken.")},
+)
 def rename_person(name: str, body: RenameRequest, request: Request) -> dict[str, Any]:
     return _call(_gallery(get_state(request)).rename, name, body.new_name)

@@ -1,4 +1,4 @@
-"""/healthz, /metrics, the OpenAPI docs and the dashboard pages."""
+"""/healthz, /metrics, the OpenAPI schema, the API reference page and the dashboard pages."""
 
 from __future__ import annotations
 
@@ -6,19 +6,23 @@ from pathlib import Path
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
-from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.gateway.deps import authenticate, get_state, is_loopback, require_user
-from services.gateway.models import HealthReport
+from services.gateway.models import HealthReport, error_response
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 
 router = APIRouter()
 
 
-@router.get("/healthz", response_model=HealthReport, tags=["system"])
+@router.get(
+    "/healthz",
+    response_model=HealthReport,
+    tags=["system"],
+    responses={503: {"model": HealthReport, "description": "Redis unreachable."}},
+)
 def healthz(request: Request) -> JSONResponse:
     """Liveness + Redis check; no authentication (for load balancers and `sentri up`)."""
     try:
@@ -29,7 +33,15 @@ def healthz(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
-@router.get("/metrics", tags=["system"], response_class=Response)
+@router.get(
+    "/metrics",
+    tags=["system"],
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {}}},
+        401: error_response("Not from loopback and no credentials."),
+    },
+)
 def prometheus_metrics(request: Request) -> Response:
     """Prometheus text format. Loopback clients need no credentials (when
     gateway.metrics_allow_loopback); others need a session or an API token."""
@@ -44,9 +56,10 @@ def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.openapi())
 
 
-@router.get("/docs", include_in_schema=False, dependencies=[Depends(require_user)])
-def docs() -> Response:
-    return get_swagger_ui_html(openapi_url="/openapi.json", title="Sentri API")
+@router.get("/docs", include_in_schema=False)
+def docs(request: Request) -> Response:
+    """A self-contained API reference rendered from /openapi.json (no CDN: works offline)."""
+    return _page(request, "docs.html")
 
 
 # ---------------------------------------------------------------- dashboard pages

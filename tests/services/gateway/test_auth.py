@@ -41,7 +41,10 @@ PROTECTED = [
     ("POST", "/api/auth/tokens"),
     ("DELETE", "/api/auth/tokens/abc"),
     ("GET", "/openapi.json"),
-    ("GET", "/docs"),
+    ("GET", "/api/agents/keys"),
+    ("POST", "/api/agents/keys"),
+    ("POST", "/api/agents/keys/0000:0000:0000:0000:0000:0000:0000:0000/approve"),
+    ("POST", "/api/agents/keys/0000:0000:0000:0000:0000:0000:0000:0000/reject"),
     ("GET", "/metrics"),  # TestClient's peer is not loopback
 ]
 
@@ -64,6 +67,8 @@ def test_public_paths_need_no_login(anon):
     resp = anon.get("/", follow_redirects=False)
     assert resp.status_code == 303 and resp.headers["location"] == "/login"
     assert anon.get("/distributed", follow_redirects=False).status_code == 303
+    resp = anon.get("/docs", follow_redirects=False)  # the API reference page, like the dashboard
+    assert resp.status_code == 303 and resp.headers["location"] == "/login"
 
 
 def test_login_sets_strict_httponly_cookie_and_logout_ends_session(anon):

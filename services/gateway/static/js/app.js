@@ -396,7 +396,61 @@ async function loadTokens() {
     } }, "Revoke")))));
 }
 
-const loaders = { events: loadEvents, faces: loadFaces, analysis: loadAnalysis, clients: loadClients, settings: loadTokens };
+// ------------------------------------------------------------- agent keys
+const KEY_BADGE = { pending: "badge-stale", approved: "badge-online", rejected: "badge-offline" };
+
+function showPendingCount(keys) {
+  const n = keys.filter((k) => k.status === "pending").length;
+  const badge = $("agents-pending");
+  badge.textContent = String(n);
+  badge.hidden = n === 0;
+}
+
+async function decideKey(k, decision) {
+  if (decision === "reject" && !confirm(`Reject agent key ${k.fingerprint}? The agent will be refused.`)) return;
+  try {
+    await api(`/api/agents/keys/${encodeURIComponent(k.fingerprint)}/${decision}`, { method: "POST" });
+    toast(`Key ${k.fingerprint} ${decision === "approve" ? "approved" : "rejected"}`);
+  } catch (e) {
+    toast(`Could not ${decision}: ${e.message}`, true);
+  }
+  loadAgentKeys().catch(() => {});
+}
+
+function keyRow(k) {
+  const actions = el("div", { class: "key-actions" });
+  if (k.status !== "approved") {
+    actions.append(el("button", { class: "btn btn-sm btn-approve approve", onclick: () => decideKey(k, "approve") }, "Approve"));
+  }
+  if (k.status !== "rejected") {
+    actions.append(el("button", { class: "btn btn-sm btn-danger reject", onclick: () => decideKey(k, "reject") }, "Reject"));
+  }
+  return el("tr", { "data-fingerprint": k.fingerprint, "data-status": k.status },
+    el("td", {}, el("span", { class: "fingerprint", title: `public key ${k.key}` }, k.fingerprint)),
+    el("td", {}, el("span", { class: `badge ${KEY_BADGE[k.status] || ""}` }, k.status)),
+    el("td", {}, k.client_ids.join(", ") || "–"),
+    el("td", {}, ago(k.first_seen)),
+    el("td", {}, ago(k.last_seen)),
+    el("td", {}, k.decided_at ? `${ago(k.decided_at)}${k.decided_by ? ` by ${k.decided_by}` : ""}` : "–"),
+    el("td", {}, actions));
+}
+
+async function loadAgentKeys() {
+  let keys;
+  try {
+    keys = await api("/api/agents/keys");
+  } catch (e) {
+    if (e.status === 403) { $("agents-tab").hidden = true; return; } // not an administrator
+    throw e;
+  }
+  showPendingCount(keys);
+  if (state.view !== "agents") return;
+  $("agent-keys").replaceChildren(...keys.map(keyRow));
+  $("agent-keys-empty").hidden = keys.length > 0;
+  $("agent-keys-table").hidden = keys.length === 0;
+}
+
+const loaders = { events: loadEvents, faces: loadFaces, analysis: loadAnalysis, clients: loadClients, agents: loadAgentKeys, settings: loadTokens };
 
 function showView(view) {
   state.view = view;
@@ -433,6 +487,13 @@ function onMessage(msg) {
       break;
     case "face_update":
       break;
+    case "agent_key_pending":
+      toast(`New agent key waiting for approval: ${msg.data.fingerprint}`);
+      loadAgentKeys().catch(() => {});
+      break;
+    case "agent_key_update":
+      loadAgentKeys().catch(() => {});
+      break;
     case "hello":
       $("user").textContent = msg.data.user;
       break;
@@ -461,7 +522,21 @@ const live = new LiveSocket({
 });
 
 // ----------------------------------------------------------------- wiring
-$("tabs").addEventListener("click", (e) => { if (e.target.dataset.view) showView(e.target.dataset.view); });
+$("tabs").addEventListener("click", (e) => {
+  const tab = e.target.closest(".tab");
+  if (tab && tab.dataset.view) showView(tab.dataset.view);
+});
+$("agent-key-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  try {
+    const k = await api("/api/agents/keys", { method: "POST", body: { key: $("agent-key").value.trim() } });
+    toast(`Key ${k.fingerprint} approved`);
+    e.target.reset();
+  } catch (err) {
+    toast(`Key not approved: ${err.message}`, true);
+  }
+  loadAgentKeys().catch(() => {});
+});
 $("logout").addEventListener("click", async () => {
   await api("/api/auth/logout", { method: "POST" }).catch(() => {});
   window.location.assign("/login");
@@ -510,6 +585,7 @@ $("token-form").addEventListener("submit", async (e) => {
 if (location.pathname === "/distributed") showView("live");
 loadCameras().catch((e) => toast(e.message, true));
 loadStats().catch(() => {});
+loadAgentKeys().catch(() => {});
 api("/api/auth/me").then((me) => { $("user").textContent = me.user; }).catch(() => {});
 setInterval(() => { loadCameras().catch(() => {}); loadStats().catch(() => {}); }, 2500);
 setInterval(() => { for (const t of state.tiles.values()) t.renderState(); }, 1000);
