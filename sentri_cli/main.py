@@ -36,6 +36,7 @@ commands:
   gateway     REST API, websockets and the web dashboard
   models      `sentri models export --format onnx`: export the detector model
   status      print the clients and cameras registered in Redis
+  events      print events as JSON lines (consumer group, at-least-once)
   version     print the version
 
 Run `sentri <command> --help` for a command's options. The edge agent is `sentri-edge`.
@@ -76,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         from sentri_cli.status import main as status_main
 
         return status_main(rest)
+    if cmd == "events":
+        from sentri_cli.events_cmd import main as events_main
+
+        return events_main(rest)
     if cmd in ("version", "--version"):
         from importlib.metadata import version
 
@@ -88,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def parser_commands() -> list[str]:
     """Every top-level command (used by deploy tests)."""
-    return [*SERVICES, "up", "models", "status", "version"]
+    return [*SERVICES, "up", "models", "status", "events", "version"]
 
 
 if __name__ == "__main__":
