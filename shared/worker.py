@@ -520,3 +520,70 @@ class WorkerRuntime:
                 )
                 metrics.WORKER_FRAMES_PROCESSED.labels(self.service, f.camera_id).inc()
                 metrics.WORKER_LATENCY.labels(self.service).observe(lat)
+
+
+def serve_worker(
+    runtime: WorkerRuntime,
+    *,
+    name: str,
+    metrics_port: int = 0,
+    ready_fields: Any = None,
+    ready_timeout: float = 10.0,
+    expected_errors: tuple[type[BaseException], ...] = (),
+) -> int:
+    """Run a worker process: signals, metrics, start, one ``ready`` line, clean stop.
+
+    ``ready_fields`` is a callable returning extra fields for the ready log line
+    (called after the processor is set up).  Returns the process exit code: 0 when
+    stopped by SIGTERM/SIGINT, 1 when the worker failed to start or a runtime
+    thread died.  ``expected_errors`` fail the start with one clear line, no traceback.
+    """
+    import signal
+
+    from shared.metrics import start_metrics_server
+    from shared.redisutil import redact_url, wait_for_redis
+
+    requested = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if not requested.is_set():
+            log.info("stopping", extra={"service": name, "signal": signal.Signals(signum).name})
+        requested.set()
+        runtime.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    url = runtime.redis_config.url or ""
+    try:
+        wait_for_redis(url, timeout=30.0)
+    except TimeoutError as exc:
+        log.error("redis unreachable", extra={"service": name, "error": str(exc)})
+        return 1
+    try:
+        start_metrics_server(metrics_port)
+        runtime.start()  # the processor loads its models here
+    except Exception as exc:
+        log.error(f"{name} failed to start: {exc}", exc_info=not isinstance(exc, expected_errors))
+        runtime.stop()
+        return 1
+    # Ready = processor set up and the first membership round done (Redis reachable).
+    if runtime.ready.wait(max(ready_timeout, 3 * runtime.config.heartbeat_s)):
+        fields = {
+            "replica": runtime.replica_id,
+            "ingest_pub": runtime.config.ingest_pub,
+            "redis": redact_url(url),
+            "cameras": len(runtime.owned),
+        }
+        if ready_fields is not None:
+            fields.update(ready_fields())
+        log.info(f"{name} ready", extra=fields)
+    elif not runtime.stop_event.is_set():
+        log.warning("no membership round yet (is Redis reachable?); serving anyway",
+                    extra={"service": name})  # fmt: skip
+    try:
+        while not runtime.stop_event.wait(0.5):
+            pass
+    finally:
+        runtime.stop()
+    log.info(f"{name} stopped", extra={"replica": runtime.replica_id})
+    return 0 if requested.is_set() else 1

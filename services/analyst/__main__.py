@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,9 +20,7 @@ from shared.config import (
     load_section,
 )
 from shared.logs import setup_logging
-from shared.metrics import start_metrics_server
-from shared.redisutil import redact_url, wait_for_redis
-from shared.worker import WorkerRuntime
+from shared.worker import WorkerRuntime, serve_worker
 
 log = logging.getLogger("services.analyst")
 
@@ -111,12 +107,6 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    try:
-        wait_for_redis(redis_cfg.url, timeout=30)
-    except TimeoutError as exc:
-        log.error("redis unreachable", extra={"error": str(exc)})
-        return 1
-
     processor = AnalystProcessor(analyst_cfg)
     runtime = WorkerRuntime(
         processor,
@@ -124,39 +114,16 @@ def main(argv: list[str] | None = None) -> int:
         worker_config=worker_cfg,
         default_enabled=analyst_cfg.process_by_default,
     )
-
-    signalled = threading.Event()
-
-    def _on_signal(signum: int, _frame: object) -> None:
-        log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        signalled.set()
-        runtime.stop_event.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    start_metrics_server(general.metrics_port)
-    runtime.start()
-    if runtime.ready.wait(max(5.0, 3 * worker_cfg.heartbeat_s)):
-        log.info(
-            "analyst ready",
-            extra={
-                "replica": runtime.replica_id,
-                "provider": processor.provider.name,
-                "model": processor.provider.model,
-                "ingest_pub": worker_cfg.ingest_pub,
-                "redis": redact_url(redis_cfg.url),
-                "cameras": len(runtime.owned),
-            },
-        )
-    else:
-        log.warning(
-            "not ready yet (redis slow?); continuing", extra={"replica": runtime.replica_id}
-        )
-    while not runtime.stop_event.wait(0.5):
-        pass
-    runtime.stop()
-    log.info("analyst stopped", extra={"replica": runtime.replica_id})
-    return 0 if signalled.is_set() else 1  # not asked to stop: a runtime thread failed
+    return serve_worker(
+        runtime,
+        name="analyst",
+        metrics_port=general.metrics_port,
+        ready_fields=lambda: {
+            "provider": processor.provider.name,
+            "model": processor.provider.model,
+        },
+        ready_timeout=5.0,
+    )
 
 
 if __name__ == "__main__":

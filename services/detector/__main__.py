@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from typing import Any
 
@@ -102,8 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from services.detector.backends import BackendUnavailable
     from services.detector.models import ModelUnavailable
     from services.detector.processor import DetectorProcessor
-    from shared.metrics import start_metrics_server
-    from shared.worker import WorkerRuntime
+    from shared.worker import WorkerRuntime, serve_worker
 
     general, cfg = _load(args)
     redis_cfg = load_section(
@@ -118,9 +116,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not redis_cfg.url:
         log.error("no Redis: pass --redis-url or set REDIS_URL")
         return 2
-    start_metrics_server(
-        args.metrics_port if args.metrics_port is not None else general.metrics_port
-    )
     processor = DetectorProcessor(cfg, general.state_dir)
     runtime = WorkerRuntime(
         processor,
@@ -128,45 +123,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         worker_config=worker_cfg,
         default_enabled=cfg.process_by_default,
     )
-
-    def _stop(signum: int, _frame: object) -> None:
-        if not runtime.stop_event.is_set():
-            log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        runtime.stop_event.set()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        runtime.start()
-    except (BackendUnavailable, ModelUnavailable) as exc:
-        log.error("cannot start detector: %s", exc)
-        runtime.stop()
-        return 1
-    except Exception:
-        log.exception("cannot start detector")
-        runtime.stop()
-        return 1
-    # Ready = model warm and the first membership round done (Redis reachable).
-    if not runtime.ready.wait(max(10.0, 3 * worker_cfg.heartbeat_s)):
-        log.warning("no membership round yet (is Redis reachable?); serving anyway")
-    log.info(
-        "detector ready",
-        extra={
-            "owned": len(runtime.owned),
-            "replica": runtime.replica_id,
+    return serve_worker(
+        runtime,
+        name="detector",
+        expected_errors=(BackendUnavailable, ModelUnavailable),
+        metrics_port=args.metrics_port if args.metrics_port is not None else general.metrics_port,
+        ready_fields=lambda: {
             "backend": cfg.backend.type,
             "model": processor.backend.model.label if processor.backend else cfg.model,
-            "ingest": worker_cfg.ingest_pub,
             "max_batch": runtime.batch_size,
         },
     )
-    try:
-        while not runtime.stop_event.wait(0.5):
-            pass
-    finally:
-        runtime.stop()
-    log.info("detector stopped", extra={"replica": runtime.replica_id})
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from shared.config import (
 )
 from shared.keys import Keys
 from shared.logs import setup_logging
-from shared.redisutil import connect, redact_url, wait_for_redis
+from shared.redisutil import connect, redact_url
 
 log = logging.getLogger("services.faces")
 
@@ -237,15 +235,8 @@ def run_worker(
 ) -> int:
     """Serve until SIGTERM/SIGINT; 0 on a requested stop, 1 on failure."""
     from services.faces.processor import FacesProcessor
-    from shared.metrics import start_metrics_server
-    from shared.worker import WorkerRuntime
+    from shared.worker import WorkerRuntime, serve_worker
 
-    assert redis_config.url
-    try:
-        wait_for_redis(redis_config.url, timeout=15.0)
-    except TimeoutError as exc:
-        log.error("redis unreachable", extra={"error": str(exc)})
-        return EXIT_FAILED
     processor = FacesProcessor(faces_config)
     runtime = WorkerRuntime(
         processor,
@@ -253,42 +244,16 @@ def run_worker(
         worker_config=worker_config,
         default_enabled=faces_config.process_by_default,
     )
-    requested = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        requested.set()
-        runtime.stop_event.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    try:
-        start_metrics_server(general.metrics_port)
-        runtime.start()  # loads the face models
-    except Exception:
-        log.exception("faces worker failed to start")
-        runtime.stop()
-        return EXIT_FAILED
-    while not runtime.ready.wait(0.2):
-        if runtime.stop_event.is_set():
-            break
-    if runtime.ready.is_set() and not runtime.stop_event.is_set():
-        log.info(
-            "faces worker ready",
-            extra={
-                "replica": runtime.replica_id,
-                "ingest_pub": worker_config.ingest_pub,
-                "redis": redact_url(redis_config.url),
-                "model": faces_config.model,
-                "gate_on_person": faces_config.gate_on_person,
-                "owned": len(runtime.owned),
-            },
-        )
-    while not runtime.stop_event.wait(0.5):
-        pass
-    runtime.stop()
-    log.info("faces worker stopped", extra={"replica": runtime.replica_id})
-    return EXIT_OK if requested.is_set() else EXIT_FAILED
+    code = serve_worker(
+        runtime,
+        name="faces worker",
+        metrics_port=general.metrics_port,
+        ready_fields=lambda: {
+            "model": faces_config.model,
+            "gate_on_person": faces_config.gate_on_person,
+        },
+    )
+    return EXIT_OK if code == 0 else EXIT_FAILED
 
 
 if __name__ == "__main__":
