@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -70,7 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="Bind address (default 127.0.0.1; 0.0.0.0 for the LAN).")
     p.add_argument("--port", type=int, help="HTTP port (default 5002).")
     p.add_argument("--ingest-pub", metavar="ENDPOINT", help="Ingest fan-out endpoint.")
+    p.add_argument(
+        "--metrics-port", type=_port, metavar="PORT",
+        help="Also serve Prometheus /metrics without credentials on this port "
+        "(general.metrics_port; 0 = off; binds gateway.metrics_host, default the --host).",
+    )  # fmt: skip
     return p
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535 (got {value})")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sentri gateway: {exc}", file=sys.stderr)
         return 2
+    if args.metrics_port is not None:
+        general = settings.general.model_copy(update={"metrics_port": args.metrics_port})
+        settings = dataclasses.replace(settings, general=general)
     if not settings.redis.url:
         print("sentri gateway: no Redis: set REDIS_URL or --redis-url", file=sys.stderr)
         return 2

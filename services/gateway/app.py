@@ -42,7 +42,11 @@ def start_metrics_listener(settings: GatewaySettings) -> WSGIServer | None:
     if not port:
         return None
     host = settings.gateway.metrics_host or settings.gateway.host
-    server, _ = start_http_server(port, addr=host)
+    try:
+        server, _ = start_http_server(port, addr=host)
+    except OSError as exc:
+        log.error("cannot serve metrics", extra={"host": host, "port": port, "error": str(exc)})
+        raise
     log.info("metrics listener started", extra={"host": host, "port": port})
     return server
 

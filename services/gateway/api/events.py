@@ -19,6 +19,16 @@ SNAPSHOT_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 SCAN_BATCH = 200
 SCAN_MAX = 5000  # most entries examined per request when filters match rarely
 TS_MARGIN_MS = 60_000  # how long after its `ts` an event may reach the stream
+U64_MAX = 2**64 - 1
+MAX_TS_MS = 10**15  # year 33658: any real timestamp; keeps stream-id arithmetic in range
+
+
+def _valid_stream_id(value: str) -> bool:
+    """``<ms>-<seq>`` with both parts within Redis' 64-bit range (else Redis errors)."""
+    if not STREAM_ID.match(value):
+        return False
+    ms, seq = value.split("-")
+    return int(ms) <= U64_MAX and int(seq) <= U64_MAX
 
 
 def _num(value: str | None) -> float | None:
@@ -39,16 +49,22 @@ def list_events(
     request: Request,
     camera_id: str | None = Query(None, max_length=300),
     type: str | None = Query(None, max_length=64, description="object_entered, object_left, ..."),
-    since: int | None = Query(None, ge=0, description="Event `ts` (unix ms) >= since."),
-    until: int | None = Query(None, ge=0, description="Event `ts` (unix ms) <= until."),
+    since: int | None = Query(
+        None, ge=0, le=MAX_TS_MS, description="Event `ts` (unix ms) >= since."
+    ),
+    until: int | None = Query(
+        None, ge=0, le=MAX_TS_MS, description="Event `ts` (unix ms) <= until."
+    ),
     cursor: str | None = Query(
         None, description="`next_cursor` of the previous page (a stream id)."
     ),
     limit: int = Query(50, ge=1, le=500),
 ) -> EventPage:
     """Events, newest first, filtered and paginated with a stream-id cursor."""
-    if cursor is not None and not STREAM_ID.match(cursor):
+    if cursor is not None and not _valid_stream_id(cursor):
         raise HTTPException(400, "cursor must be a stream id like 1700000000000-0")
+    if cursor is not None and not any(int(part) for part in cursor.split("-")):
+        return EventPage(events=[], next_cursor=None)  # nothing is older than the first id
     if since is not None and until is not None and since > until:
         raise HTTPException(400, "since is after until")
     gw = get_state(request)

@@ -346,3 +346,29 @@ def _bus():
     import ultralytics
 
     return Path(ultralytics.__file__).parent / "assets" / "bus.jpg"
+
+
+@pytest.mark.parametrize(
+    ("params", "status"),
+    [
+        # Found by tests/security/test_schemathesis.py: these used to reach Redis as
+        # invalid stream ids and came back as 503.
+        ({"since": 304250263527209, "until": 55797707444772679974912}, 422),
+        ({"until": 2**64}, 422),
+        ({"cursor": "18446744073709551616-0"}, 400),
+        ({"cursor": "1-18446744073709551616"}, 400),
+        ({"cursor": "0-0"}, 200),
+        ({"cursor": "000-00"}, 200),
+        ({"cursor": "18446744073709551615-18446744073709551615"}, 200),
+        ({"since": 10**15, "until": 10**15}, 200),
+    ],
+)
+def test_events_out_of_range_inputs_are_client_errors(client, r, keys, params, status):
+    from shared.redisutil import publish_record
+
+    publish_record(r, keys, "events", {"type": "object_entered", "camera_id": "lab/front",
+                                       "ts": 1_700_000_000_000}, maxlen=100)  # fmt: skip
+    resp = client.get("/api/events", params=params)
+    assert resp.status_code == status, resp.text
+    if status == 200 and params.get("cursor", "").startswith("0"):
+        assert resp.json() == {"events": [], "next_cursor": None}
