@@ -136,7 +136,9 @@ def decode_photo(
         raise
     except Image.DecompressionBombError:
         raise GalleryError(f"photo {index} has too many pixels", 413) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+    # ImportError: in a process that imported ultralytics, PIL's open is patched to try
+    # an optional HEIF plugin on unknown data, which is not installed.
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, ImportError) as exc:
         raise GalleryError(
             f"photo {index} is not a readable image (accepted: JPEG, PNG, WebP, BMP, GIF, TIFF)",
             415,
