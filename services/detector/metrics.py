@@ -26,3 +26,12 @@ ACTIVE_TRACKS = Gauge("sentri_detector_active_tracks", "Tracks currently followe
 MODEL_LOAD_SECONDS = Gauge(
     "sentri_detector_model_load_seconds", "Time to load, export and warm up the model."
 )
+PUBLISH_FAILURES = Counter(
+    "sentri_detector_publish_failures_total",
+    "Records that could not be written to Redis, by stream (events are retried).",
+    ["stream"],
+)
+EVENTS_DROPPED = Counter(
+    "sentri_detector_events_dropped_total",
+    "Unpublished events dropped because the retry queue was full (Redis down for long).",
+)

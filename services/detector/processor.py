@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,7 @@ from services.detector.models import resolve_model
 from services.detector.records import detection_record, event_record
 from services.detector.tracking import CameraTracker, TrackEvent
 from shared.keys import STREAM_DETECTIONS, STREAM_EVENTS
+from shared.logs import BurstLimiter
 from shared.protocol import ProtocolError, jpeg_dimensions
 from shared.worker import Frame, Processor, WorkerRuntime
 
@@ -79,6 +81,10 @@ class DetectorProcessor(Processor):
         self._own_backend = backend is None
         self.max_batch = config.max_batch or 64  # narrowed in setup() once the backend is known
         self.trackers: dict[str, CameraTracker] = {}
+        #: Events Redis refused (outage, maxmemory): retried before newer ones, bounded.
+        self._unpublished: deque[TrackEvent] = deque()
+        self.max_unpublished = 10_000
+        self._burst = BurstLimiter()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -209,14 +215,30 @@ class DetectorProcessor(Processor):
             inference_ms=inference_ms,
             batch=batch,
         )
-        self.runtime.publish(STREAM_DETECTIONS, record)
+        try:
+            self.runtime.publish(STREAM_DETECTIONS, record)
+        except redis.RedisError:
+            # Per-frame records are superseded by the next frame: count, do not retry.
+            metrics.PUBLISH_FAILURES.labels(STREAM_DETECTIONS).inc()
         for obj in record["objects"]:
             metrics.OBJECTS.labels(obj["class"]).inc()
-        for ev in events:
-            self._publish_event(ev)
+        # Events are not superseded: publish in order, keeping what Redis refuses.
+        self._unpublished.extend(events)
+        self._flush_events()
+
+    def _flush_events(self) -> None:
+        while self._unpublished:
+            if not self._publish_event(self._unpublished[0]):
+                metrics.PUBLISH_FAILURES.labels(STREAM_EVENTS).inc()
+                break
+            self._unpublished.popleft()
+        while len(self._unpublished) > self.max_unpublished:
+            self._unpublished.popleft()
+            metrics.EVENTS_DROPPED.inc()
 
     # ------------------------------------------------------------------ events
-    def _publish_event(self, ev: TrackEvent) -> None:
+    def _publish_event(self, ev: TrackEvent) -> bool:
+        """Publish one event (and its snapshot); False when Redis refused it."""
         runtime = self.runtime
         assert runtime is not None
         st = ev.track
@@ -230,11 +252,14 @@ class DetectorProcessor(Processor):
                 runtime.redis.expire(runtime.keys.snapshot(st.snapshot_id), ttl)
             runtime.publish(STREAM_EVENTS, event_record(ev, self.labels, st.snapshot_id))
         except redis.RedisError as exc:
-            log.warning(
-                "could not publish event",
-                extra={"camera_id": ev.camera_id, "type": ev.type, "error": str(exc)},
-            )
-            return
+            ok, suppressed = self._burst.should_log("publish_event")
+            if ok:
+                log.warning(
+                    "could not publish event; will retry",
+                    extra={"camera_id": ev.camera_id, "type": ev.type, "error": str(exc),
+                           "queued": len(self._unpublished), "suppressed": suppressed},
+                )  # fmt: skip
+            return False
         metrics.EVENTS.labels(ev.type).inc()
         log.info(
             ev.type,
@@ -245,13 +270,14 @@ class DetectorProcessor(Processor):
                 "event_id": ev.event_id,
             },
         )
+        return True
 
     def _drop_camera(self, cam: str, reason: str) -> None:
         tracker = self.trackers.pop(cam, None)
         if tracker is None:
             return
-        for ev in tracker.close(reason):
-            self._publish_event(ev)
+        self._unpublished.extend(tracker.close(reason))
+        self._flush_events()
         log.info("camera state reset", extra={"camera_id": cam, "reason": reason})
 
     def _disabled(self, cameras: list[str]) -> set[str]:
@@ -270,7 +296,7 @@ class DetectorProcessor(Processor):
             try:
                 with self._lock:
                     for tracker in list(self.trackers.values()):
-                        for ev in tracker.expire():
-                            self._publish_event(ev)
+                        self._unpublished.extend(tracker.expire())
+                    self._flush_events()
             except Exception:
                 log.exception("track sweep failed")

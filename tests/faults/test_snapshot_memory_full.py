@@ -3,11 +3,11 @@
 The detector keeps event snapshots (best-frame JPEGs) in Redis with a TTL
 (``keys.snapshot``), not on disk, so "disk full" for snapshots is Redis reaching
 ``maxmemory`` with ``noeviction``: every write is refused with OOM.  The detector
-process keeps running, counts the failed batches (``sentri_worker_errors_total``),
-and once memory is freed it stores results and snapshots again without a restart.
-
-Found while writing this test (see README): an event produced while Redis refuses
-writes is lost, it is not retried later.
+process keeps running, counts the refused writes
+(``sentri_detector_publish_failures_total``), keeps the events Redis refused in a
+bounded retry queue, and once memory is freed it stores results, the held-back
+events and their snapshots without a restart: an object that appeared while the
+store was full is still announced.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def own_redis() -> Iterator[EmbeddedRedis]:
 
 
 def errors(port: int) -> float:
-    return parse_metrics(scrape(port), "sentri_worker_errors_total", service="detector")
+    return parse_metrics(scrape(port), "sentri_detector_publish_failures_total")
 
 
 def entered_with_snapshot(r, keys, cam: str, since_ms: int = 0) -> dict | None:
@@ -84,14 +84,17 @@ def test_detector_survives_full_snapshot_store(
             lambda: errors(metrics_port) >= before + 3, RECOVERY_S, what="failed writes counted"
         )
         assert det.alive()
-        assert "used memory > 'maxmemory'" in det.log_text()
         stalled = r.xlen(keys.stream(STREAM_DETECTIONS))
+        # A new camera's people appear while the store is full: their events wait.
+        feeder.feed(cam2)
+        wait_for(lambda: errors(metrics_port) >= before + 10, 30, what="cam2 processed while full")
+        wait_for(lambda: "will retry" in det.log_text(), 30, what="cam2's events held back")
+        assert "used memory > 'maxmemory'" in det.log_text()
 
-        # Memory freed: results flow again and a new object's snapshot is stored.
+        # Memory freed: results flow again and the held-back events are published.
         r.config_set("maxmemory", "0")
         freed = time.monotonic()
         freed_ms = time.time_ns() // 1_000_000
-        feeder.feed(cam2)
         wait_for(
             lambda: r.xlen(keys.stream(STREAM_DETECTIONS)) > stalled,
             RECOVERY_S,
@@ -101,8 +104,9 @@ def test_detector_survives_full_snapshot_store(
         ev2 = wait_for(
             lambda: entered_with_snapshot(r, keys, cam2, freed_ms),
             30,
-            what="snapshot of a new object stored",
+            what="the held-back event of the new object, with its snapshot",
         )
+        assert ev2["first_seen"] < freed_ms  # seen while full, announced after
         snapshot_after = time.monotonic() - freed
         jpeg = rb.get(keys.snapshot(ev2["snapshot_id"]))
         assert jpeg and jpeg.startswith(b"\xff\xd8")
