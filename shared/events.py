@@ -63,7 +63,10 @@ class EventConsumer:
         return int(self.r.xack(self.stream, self.group, *ids)) if ids else 0
 
     def claim_stale(self, min_idle_ms: int = 30_000, count: int = 100) -> list[dict[str, Any]]:
-        """Take over entries other consumers left unacknowledged for ``min_idle_ms``."""
+        """Take over entries other consumers left unacknowledged for ``min_idle_ms``.
+
+        Always scans from the start: claimed entries stop being idle, so repeated
+        calls do not return them again and the XAUTOCLAIM cursor is not needed."""
         res = self.r.xautoclaim(
             self.stream, self.group, self.consumer, min_idle_time=min_idle_ms, start_id="0-0",
             count=count,

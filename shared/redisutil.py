@@ -125,7 +125,10 @@ class EmbeddedRedis:
             "--logfile", str(self.data_dir / "redis.log"),
         ]  # fmt: skip
         if self.persistent:
-            args += ["--appendonly", "yes", "--save", "60 1000"]
+            # fsync once a second: an acknowledged write survives a process crash; a
+            # power loss can lose up to ~2 s (documented in tests/faults/README.md).
+            args += ["--appendonly", "yes", "--appendfsync", "everysec",
+                     "--aof-use-rdb-preamble", "yes", "--save", "60 1000"]  # fmt: skip
         else:
             args += ["--appendonly", "no", "--save", ""]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
