@@ -4,6 +4,10 @@ Starts Redis (``REDIS_URL`` if given, else a private ``redis-server`` with a ran
 password, data in the state dir), then ingest, every installed worker, the gateway
 and, with ``--demo``, an edge agent streaming demo cameras.  A child that dies is
 reported and restarted with exponential backoff; Ctrl-C stops everything.
+
+Agents talk to ingest with CURVE unless ``--insecure``: ingest's key pair lives in
+``<state_dir>/keys`` (made here if missing); the demo agent's key pair is made beside
+it and approved for client id ``demo`` before the agent starts.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
 from shared.config import (
     ConfigError,
     GeneralConfig,
@@ -28,12 +34,18 @@ from shared.config import (
     RedisConfig,
     load_section,
 )
+from shared.keys import Keys
 from shared.logs import setup_logging
-from shared.redisutil import EmbeddedRedis, redact_url, wait_for_redis
+from shared.redisutil import EmbeddedRedis, connect, redact_url, wait_for_redis
+from shared.security import AgentKeyStore, fingerprint, load_or_create_keypair
 
 log = logging.getLogger("sentri.up")
 
 DEMO_SOURCES = ("demo:bus", "demo:zidane", "demo:astronaut")
+DEMO_CLIENT_ID = "demo"
+#: Key pair names in <state_dir>/keys: ingest's, and the local (demo) agent's, which
+#: is also sentri-edge's default when its state dir is this one.
+INGEST_KEY, AGENT_KEY = "ingest", "edge"
 
 #: Worker -> the Python modules it needs; a worker whose modules are missing is skipped.
 WORKER_REQUIREMENTS = {
@@ -142,7 +154,53 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip a service (repeatable), e.g. --without faces")  # fmt: skip
     p.add_argument("--gateway-port", type=int, help="HTTP port of the gateway (default 5002)")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--insecure", action="store_true",
+                   help="agents talk to ingest in plaintext, unauthenticated (default: CURVE "
+                        "encryption with approved agent keys)")  # fmt: skip
     return p
+
+
+def wire_demo_agent_keys(keys_dir: Path, redis_url: str, prefix: str, client_id: str) -> list[str]:
+    """Make the local agent's key pair, approve it for ``client_id`` in Redis, and
+    return the agent flags that use it with ingest's public key."""
+    public, _ = load_or_create_keypair(keys_dir, AGENT_KEY)
+    r = connect(redis_url, timeout=5.0)
+    try:
+        AgentKeyStore(r, Keys(prefix)).approve(public, client_id=client_id, decided_by="sentri up")
+    finally:
+        r.close()
+    log.info(
+        "demo agent key approved",
+        extra={"client_id": client_id, "fingerprint": fingerprint(public)},
+    )
+    return ["--server-key", str(keys_dir / f"{INGEST_KEY}.public"), "--key-dir", str(keys_dir)]
+
+
+def remote_agent_hint(
+    insecure: bool, bind_host: str, frame_port: int, control_port: int, keys_dir: Path,
+    dashboard: str,
+) -> str:  # fmt: skip
+    """The banner lines telling how an agent on another machine joins."""
+    if (frame_port, control_port) == (5555, 5556):
+        target = "--server HOST"
+    else:
+        target = (f"--frame-endpoint tcp://HOST:{frame_port} "
+                  f"--control-endpoint tcp://HOST:{control_port}")  # fmt: skip
+    lines = []
+    if bind_host in ("127.0.0.1", "localhost", "::1"):
+        lines.append(f"  Ingest listens on {bind_host} only; for agents on other machines set "
+                     "SENTRI_INGEST__BIND_HOST=0.0.0.0 (or ingest.bind_host).")  # fmt: skip
+    if insecure:
+        lines.append("  INSECURE: agents connect in plaintext, unauthenticated (--insecure).")
+        lines.append(f"  Remote agent: sentri-edge {target}")
+        return "\n".join(lines)
+    public = (keys_dir / f"{INGEST_KEY}.public").read_text().strip()
+    lines += [
+        f"  Remote agent: sentri-edge {target} --server-key {keys_dir}/ingest.public",
+        f"    (copy that file to the camera machine, or pass the key itself: '{public}')",
+        f"    then approve its fingerprint in the dashboard: {dashboard} (Agents)",
+    ]
+    return "\n".join(lines)
 
 
 def _redis_password_file(state_dir: Path) -> str:
@@ -172,6 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("up", general.log_level, general.log_format)
     state_dir = Path(general.state_dir).expanduser().resolve()
     state_dir.mkdir(parents=True, exist_ok=True)
+    insecure = args.insecure or ingest_cfg.insecure
+    keys_dir = state_dir / "keys"
+    if not insecure:  # the same pair ingest loads: made now so the banner can show it
+        load_or_create_keypair(keys_dir, INGEST_KEY)
 
     wanted = args.only or ["ingest", "detector", "faces", "analyst", "gateway"]
     wanted = [s for s in wanted if s not in args.without]
@@ -228,12 +290,23 @@ def main(argv: list[str] | None = None) -> int:
                 f"not installed; skipping (pip install 'sentri[{svc}]')", extra={"service": svc}
             )
             continue
-        children.append(Child(svc, [py, "-m", f"services.{svc}"], env))
+        extra = ["--insecure"] if svc == "ingest" and args.insecure else []
+        children.append(Child(svc, [py, "-m", f"services.{svc}", *extra], env))
     if args.demo:
         sources = args.demo_source or list(DEMO_SOURCES)
-        agent_args = [py, "-m", "edge_agent", "--client-id", "demo",
+        agent_args = [py, "-m", "edge_agent", "--client-id", DEMO_CLIENT_ID,
                       "--frame-endpoint", f"tcp://{host}:{ingest_cfg.frame_port}",
                       "--control-endpoint", f"tcp://{host}:{ingest_cfg.control_port}"]  # fmt: skip
+        if not insecure:
+            try:
+                agent_args += wire_demo_agent_keys(
+                    keys_dir, redis_url, redis_cfg.prefix, DEMO_CLIENT_ID
+                )
+            except redis.RedisError as exc:
+                print(f"sentri up: cannot approve the demo agent's key: {exc}", file=sys.stderr)
+                if embedded is not None:
+                    embedded.stop()
+                return 1
         for s in sources:
             agent_args += ["--source", s]
         children.append(Child("edge-demo", agent_args, env))
@@ -247,11 +320,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     sup.start_all()
     gw_port = args.gateway_port or os.environ.get("SENTRI_GATEWAY__PORT", "5002")
+    dashboard = f"http://127.0.0.1:{gw_port}"
+    hint = remote_agent_hint(insecure, ingest_cfg.bind_host, ingest_cfg.frame_port,
+                             ingest_cfg.control_port, keys_dir, dashboard)  # fmt: skip
     print(
         "\n  Sentri is starting: "
         + ", ".join(c.name for c in children)
-        + f"\n  Dashboard: http://127.0.0.1:{gw_port}  (admin password: printed by the gateway on"
-        f" first start, also in {state_dir}/admin-password.txt)\n  Ctrl-C stops everything.\n",
+        + f"\n  Dashboard: {dashboard}  (admin password: printed by the gateway on"
+        f" first start, also in {state_dir}/admin-password.txt)\n{hint}\n"
+        "  Ctrl-C stops everything.\n",
         flush=True,
     )
     try:

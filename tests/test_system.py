@@ -1,6 +1,7 @@
 """`sentri up --demo` as a user runs it: one command brings up Redis, ingest, every
 worker, the gateway and a demo agent; the API shows the demo cameras and real
-detections; Ctrl-C stops everything."""
+detections; Ctrl-C stops everything.  The agent talks to ingest with CURVE (the
+default): `sentri up` made both key pairs and approved the demo agent's key."""
 
 from __future__ import annotations
 
@@ -94,6 +95,12 @@ def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
             return rec and sum(o["class"] == "person" for o in rec["objects"]) >= 2 and rec
 
         wait_for(people_on_bus, 150, interval=1.0, what="person detections on the bus camera")
+        # Encrypted and authenticated: the one agent key is approved and bound to "demo".
+        agent_public = (tmp_path / "state" / "keys" / "edge.public").read_text().strip()
+        agent_keys = client.get("/api/agents/keys").json()
+        assert [(k["key"], k["status"], k["client_ids"]) for k in agent_keys] == [
+            (agent_public, "approved", ["demo"])
+        ]
         wait_for(lambda: client.get("/api/events", params={"type": "object_entered"}).json()["events"],
                  60, interval=1.0, what="an object_entered event")  # fmt: skip
     finally:
@@ -104,5 +111,7 @@ def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
             proc.kill()
             code = None
         log.close()
-    assert code == 0, (tmp_path / "up.log").read_text()[-3000:]
+    output = (tmp_path / "up.log").read_text()
+    assert code == 0, output[-3000:]
+    assert "security=curve" in output and "--server-key" in output
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

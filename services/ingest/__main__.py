@@ -1,6 +1,7 @@
 """``python -m services.ingest`` / ``sentri ingest``: run the ingest service.
 
-sentri ingest [run] [--config FILE] [--redis-url URL] [--frame-port N] ...
+sentri ingest [run] [--config FILE] [--redis-url URL] [--frame-port N] [--insecure] ...
+sentri ingest key
 sentri ingest cleanup [--older-than SECONDS]
 """
 
@@ -32,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
             "in Redis and fans frames out to workers (PUB)."
         ),
         epilog=(
+            "Agents connect with CURVE (encrypted, authenticated): give them this ingest's "
+            "public key (`sentri ingest key`), e.g. `sentri-edge --server HOST --server-key "
+            "ingest.public`, then approve each agent's fingerprint in the dashboard "
+            "(Agents) or list its key in ingest.authorized_keys. "
             "Settings come from the YAML file (section 'ingest:'), then env vars "
             "SENTRI_INGEST__<FIELD> (e.g. SENTRI_INGEST__FRAME_PORT=6000) and REDIS_URL, "
             "then these flags."
@@ -61,10 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
             "--pub-port", type=int, metavar="N", default=default,
             help="PUB port for the fan-out to workers.",
         )  # fmt: skip
+        p.add_argument(
+            "--insecure", action="store_true", default=default,
+            help="Accept plaintext agents: no encryption, no key check (ingest.insecure). "
+            "Only for a trusted network; logs a warning.",
+        )  # fmt: skip
     sub.add_parser(
         "key",
-        help="Print ingest's CURVE public key (agents need it when ingest.insecure=false); "
-        "creates the key pair in <state_dir>/keys if missing.",
+        help="Print ingest's CURVE public key and fingerprint (agents need it: "
+        "sentri-edge --server-key); creates the key pair in <state_dir>/keys if missing.",
     )
     cleanup = sub.add_parser(
         "cleanup", help="Remove clients without a heartbeat for a while from the registry."
@@ -101,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         "frame_port": getattr(args, "frame_port", None),
         "control_port": getattr(args, "control_port", None),
         "pub_port": getattr(args, "pub_port", None),
+        "insecure": True if getattr(args, "insecure", None) else None,
     }
     try:
         settings = load_settings(args.config, redis_url=args.redis_url, ingest_overrides=overrides)
@@ -125,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if server.secure:  # before the metrics (health) endpoint: healthy implies the key exists
+        load_or_create_keypair(keys_dir, "ingest")
 
     def _stop(signum: int, _frame: object) -> None:
         server.stop_event.set()

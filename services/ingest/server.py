@@ -136,6 +136,7 @@ class IngestServer:
         #: ``ingest.authorized_keys``, read now so a bad entry fails at start.
         self.authorized = AuthorizedKeys(ingest_cfg.authorized_keys)
         self._authorized_pending = False  # set while an apply waits for Redis
+        self._authorized_scanned = time.monotonic()
         if self.secure and ingest_cfg.authorized_keys:
             self.authorized.load()
         elif ingest_cfg.authorized_keys:
@@ -471,7 +472,7 @@ class IngestServer:
             "camera_info": self._on_camera_info,
             "bye": self._on_bye,
         }[msg["type"]]
-        if msg["type"] == "register" and self.secure and not self._key_owns(msg["client_id"], key):
+        if self.secure and not self._control_key_ok(msg, key):
             return  # counted and logged; no reply (the agent's register times out)
         reply = handler(routing_id, msg, key)
         if reply is not None:
@@ -526,6 +527,25 @@ class IngestServer:
             self._reject(
                 "control", "client_key_mismatch", client_id,
                 client_id=client_id, fingerprint=fingerprint(key),
+            )  # fmt: skip
+            return False
+        return True
+
+    def _control_key_ok(self, msg: dict[str, Any], key: str | None) -> bool:
+        """Secure mode: only the key that owns a client id may speak for it.
+
+        ``register`` binds or checks the owner; every other message must come from the
+        key of the client's session (a second agent reusing the client id as its
+        routing id must not be able to say ``bye`` or heartbeat for the real one).
+        """
+        client_id = msg["client_id"]
+        if msg["type"] == "register":
+            return self._key_owns(client_id, key)
+        session = self.sessions.by_client(client_id)
+        if session is not None and session.key != key:
+            self._reject(
+                "control", "key_mismatch", client_id,
+                client_id=client_id, fingerprint=fingerprint(key) if key else None,
             )  # fmt: skip
             return False
         return True
@@ -759,6 +779,7 @@ class IngestServer:
         if self._key_store is None or not self.cfg.authorized_keys:
             return
         if reload:
+            self.count("authorized_keys_scans")
             try:
                 self.authorized.load()
             except ConfigError as exc:  # e.g. a half-written file: keep what was applied
@@ -773,21 +794,25 @@ class IngestServer:
             approved = self.authorized.apply(self._key_store)
         except redis.RedisError as exc:
             self._authorized_pending = True
-            log.warning(
-                "cannot approve authorized keys yet (redis); retrying",
-                extra={"error": str(exc), "retry_s": AUTHORIZED_RETRY_S},
-            )
+            ok, suppressed = self._burst.should_log("authorized_keys_redis")
+            if ok:
+                log.warning(
+                    "cannot approve authorized keys yet (redis); retrying",
+                    extra={"error": str(exc), "retry_s": AUTHORIZED_RETRY_S,
+                           "suppressed": suppressed},
+                )  # fmt: skip
             return
         self._authorized_pending = False
         self.count("authorized_keys_approved", len(approved))
 
     def _authorized_job(self) -> None:
-        last = getattr(self, "_authorized_scanned", 0.0)
-        rescan = self.cfg.authorized_keys_rescan_s
+        """Retry a failed approval (Redis was down); re-read the keys when due."""
         now = time.monotonic()
-        if self._authorized_pending or (rescan and now - last >= rescan):
+        rescan = self.cfg.authorized_keys_rescan_s
+        due = bool(rescan) and now - self._authorized_scanned >= rescan
+        if self._authorized_pending or due:
             self._authorized_scanned = now
-            self._apply_authorized_keys(reload=not self._authorized_pending or bool(rescan))
+            self._apply_authorized_keys(reload=due)
 
     def _flush_stats(self) -> None:
         snap = self.stats.snapshot()

@@ -118,9 +118,34 @@ def test_demo_agent_options_exist_in_sentri_edge(compose) -> None:
     assert "--server" in flags
     for flag in flags:
         assert flag in res.stdout, f"sentri-edge has no option {flag}"
-    # the agent reaches ingest the way a camera machine does: through the edge network
+    # the agent reaches ingest the way a camera machine does: through the edge network,
+    # with CURVE: ingest's public key pinned, its own key pair (tests/deploy/test_stack
+    # runs the key provisioning and this command for real)
     assert svc["networks"] == ["edge"]
-    assert svc["command"][svc["command"].index("--server") + 1] == "ingest"
+    cmd = svc["command"]
+    assert cmd[cmd.index("--server") + 1] == "ingest"
+    key_dir = cmd[cmd.index("--key-dir") + 1]
+    assert cmd[cmd.index("--server-key") + 1] == f"{key_dir}/ingest.public"
+    assert "--insecure" not in cmd
+
+
+def test_ingest_requires_curve_with_keys_on_volumes(compose) -> None:
+    ingest = compose["services"]["ingest"]
+    env = service_env(ingest)
+    assert env.get("SENTRI_INGEST__INSECURE", "false").lower() == "false"
+    assert "--insecure" not in ingest["command"]
+    mounts = dict(v.split(":", 1)[::-1] for v in ingest["volumes"])
+    # the server key pair (<state_dir>/keys) survives a re-creation of the container
+    assert mounts[env["SENTRI_GENERAL__STATE_DIR"]] == "ingest-state"
+    assert mounts[env["SENTRI_INGEST__AUTHORIZED_KEYS"] + ":ro"] == "agent-keys"
+    assert {"ingest-state", "agent-keys"} <= set(compose["volumes"])
+    # nothing else gets ingest's state (its secret key): demo-keys reads it, read-only
+    for name, svc in compose["services"].items():
+        vols = [v for v in svc.get("volumes") or [] if v.startswith("ingest-state:")]
+        if name == "demo-keys":
+            assert vols == ["ingest-state:/var/lib/sentri/state:ro"]
+        elif name != "ingest":
+            assert not vols, name
 
 
 def test_workers_can_scale(compose) -> None:
@@ -199,6 +224,9 @@ def test_long_running_services_have_healthchecks(compose) -> None:
         if name == "edge-demo":
             # serves nothing (ingest reports its liveness): the image's probe is off
             assert svc["healthcheck"] == {"disable": True}
+            continue
+        if name == "demo-keys":  # one-shot: makes the demo keys, exits, is not restarted
+            assert svc["healthcheck"] == {"disable": True} and svc["restart"] == "no"
             continue
         test = (svc.get("healthcheck") or {}).get("test")
         assert test, f"{name}: no healthcheck"

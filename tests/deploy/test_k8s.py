@@ -289,3 +289,23 @@ def test_kustomize_gpu_overlay_puts_the_detector_on_a_gpu(models) -> None:
     # the other workers keep the CPU image
     for name in ("faces", "analyst", "ingest", "gateway"):
         assert pod_spec(deployments[name])["containers"][0]["image"] == "sentri:latest"
+
+
+def test_ingest_requires_curve_with_its_key_pair_on_the_pvc(docs) -> None:
+    ingest = _by_kind(docs, "Deployment")["ingest"]
+    spec = pod_spec(ingest)
+    [container] = spec["containers"]
+    env = container_env(container, _configmaps(docs))
+    assert env.get("SENTRI_INGEST__INSECURE", "false").lower() == "false"
+    assert "--insecure" not in container["args"]
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    # <state_dir>/keys holds the server key pair: on the PVC, so it survives restarts
+    state = volumes[mounts[env["SENTRI_GENERAL__STATE_DIR"]]["name"]]
+    assert state["persistentVolumeClaim"]["claimName"] in _by_kind(docs, "PersistentVolumeClaim")
+    # provisioned agent keys: an optional Secret, mounted read-only where
+    # ingest.authorized_keys points (a directory of *.public files)
+    keys_mount = mounts[env["SENTRI_INGEST__AUTHORIZED_KEYS"]]
+    assert keys_mount["readOnly"] is True
+    secret = volumes[keys_mount["name"]]["secret"]
+    assert secret["optional"] is True and secret["secretName"] == "sentri-agent-keys"

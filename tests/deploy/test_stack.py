@@ -106,8 +106,22 @@ def test_redis_requires_the_password_and_appends_to_disk(compose_redis) -> None:
     assert PASSWORD.encode() not in cmdline
 
 
+#: Where the compose volumes are mounted in the containers (moved under tmp here).
+CONTAINER_DIR = "/var/lib/sentri/"
+
+
+def local_path(value: str, root: Path) -> str:
+    """A container path under /var/lib/sentri/ moved under ``root`` (and created)."""
+    if not value.startswith(CONTAINER_DIR):
+        return value
+    path = root / value[len(CONTAINER_DIR) :]
+    (path.parent if path.suffix else path).mkdir(parents=True, exist_ok=True)  # file or dir
+    return str(path)
+
+
 def _service_env(compose: dict, name: str, redis_url: str, port_factory, state: Path) -> dict:
-    """The compose environment of ``name`` with addresses moved to loopback free ports."""
+    """The compose environment of ``name`` with addresses moved to loopback free ports
+    and volume paths under ``state.parent``."""
     env = service_env(compose["services"][name])
     env["REDIS_URL"] = redis_url
     rewrites = {
@@ -118,6 +132,8 @@ def _service_env(compose: dict, name: str, redis_url: str, port_factory, state: 
     for key in list(env):
         if key in rewrites:
             env[key] = rewrites[key]
+        elif env[key].startswith(CONTAINER_DIR):
+            env[key] = local_path(env[key], state.parent)
         elif key.endswith(("_PORT",)) and key.startswith("SENTRI_"):
             env[key] = str(port_factory())
         elif key.endswith("__INGEST_PUB"):
@@ -180,3 +196,100 @@ def test_service_starts_with_its_compose_env_passes_the_health_probe_and_stops(
     )
     if name == "gateway":  # the first-start admin credential the deploy docs point to
         assert (tmp_path / "state" / "admin-password.txt").exists()
+
+
+def test_demo_profile_provisions_curve_keys_and_the_agent_streams(
+    compose, compose_redis, port_factory, tmp_path
+) -> None:
+    """The demo profile for real, without Docker: ingest with its compose env, the
+    demo-keys script, then edge-demo's command; its frames reach the fan-out, so the
+    agent pinned the right server key and its key was approved via authorized_keys."""
+    import msgpack
+    import zmq
+
+    from shared.keys import Keys
+    from shared.security import AgentKeyStore
+
+    services = compose["services"]
+    ingest_vols = {v.split(":")[1]: v.split(":")[0] for v in services["ingest"]["volumes"]}
+    keys_vols = {v.split(":")[1]: v.split(":")[0] for v in services["demo-keys"]["volumes"]}
+    agent_vols = {v.split(":")[1]: v.split(":")[0] for v in services["edge-demo"]["volumes"]}
+    authorized = service_env(services["ingest"])["SENTRI_INGEST__AUTHORIZED_KEYS"]
+    # the volumes connect the three: same named volume at the same path
+    assert keys_vols[authorized] == ingest_vols[authorized] == "agent-keys"
+    assert services["ingest"]["volumes"][1].endswith(":ro")  # ingest only reads them
+    assert agent_vols == {"/var/lib/sentri/demo-agent": "demo-agent"}
+    assert keys_vols["/var/lib/sentri/demo-agent"] == "demo-agent"
+    assert keys_vols["/var/lib/sentri/state"] == ingest_vols["/var/lib/sentri/state"]
+    assert services["demo-keys"]["depends_on"]["ingest"]["condition"] == "service_healthy"
+    assert (services["edge-demo"]["depends_on"]["demo-keys"]["condition"]
+            == "service_completed_successfully")  # fmt: skip
+
+    root = tmp_path
+    env = _service_env(compose, "ingest", compose_redis["url"], port_factory, root / "state")
+    prefix = env["SENTRI_REDIS__PREFIX"].strip('"')
+    env["SENTRI_REDIS__PREFIX"] = f'"{prefix}demo:"'
+    env["SENTRI_INGEST__AUTHORIZED_KEYS_RESCAN_S"] = "0.2"  # the test need not wait 10 s
+    procs: list[subprocess.Popen] = []
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.setsockopt(zmq.LINGER, 0)
+    sub.connect(f"tcp://127.0.0.1:{env['SENTRI_INGEST__PUB_PORT']}")
+    log = (tmp_path / "demo.log").open("w")
+    try:
+        ingest = subprocess.Popen([bin_path("sentri"), *services["ingest"]["command"]], env=env,
+                                  stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+        procs.append(ingest)
+        url = healthcheck.default_url(env)
+        wait_for(lambda: ingest.poll() is None and healthcheck.probe(url, timeout=2) is None,
+                 timeout=60, interval=0.2, what="ingest healthy")  # fmt: skip
+
+        # demo-keys: its own script, container paths moved under tmp_path
+        script = services["demo-keys"]["command"][0].replace(CONTAINER_DIR, f"{root}/")
+        keys_env = {**env, **service_env(services["demo-keys"])}
+        keys_env["SENTRI_GENERAL__STATE_DIR"] = str(root / "state")
+        keys_env["PATH"] = f"{Path(bin_path('sentri-edge')).parent}:{os.environ['PATH']}"
+        entrypoint = services["demo-keys"]["entrypoint"]
+        assert entrypoint == ["sh", "-ec"]
+        done = subprocess.run([*entrypoint, script], env=keys_env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        agent_public = (root / "demo-agent" / "edge.public").read_text().strip()
+        assert (root / "agent-keys" / "demo.public").read_text().strip() == agent_public
+        store = AgentKeyStore(compose_redis["client"], Keys(f"{prefix}demo:"))
+        wait_for(lambda: store.status(agent_public) in ("approved", b"approved"), timeout=10,
+                 what="demo key approved through authorized_keys")  # fmt: skip
+
+        # edge-demo: its command, with the loopback endpoints instead of `--server ingest`
+        cmd = [local_path(a, root) if a.startswith(CONTAINER_DIR) else a
+               for a in services["edge-demo"]["command"]]  # fmt: skip
+        at = cmd.index("--server")
+        cmd[at : at + 2] = [
+            "--frame-endpoint", f"tcp://127.0.0.1:{env['SENTRI_INGEST__FRAME_PORT']}",
+            "--control-endpoint", f"tcp://127.0.0.1:{env['SENTRI_INGEST__CONTROL_PORT']}",
+        ]  # fmt: skip
+        agent = subprocess.Popen([bin_path("sentri-edge"), *cmd], env=keys_env, stdout=log,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # fmt: skip
+        procs.append(agent)
+
+        def demo_frame() -> bool:
+            while sub.poll(100):
+                _topic, header, _jpeg = sub.recv_multipart()
+                if msgpack.unpackb(header)["camera_id"].startswith("demo/"):
+                    return True
+            return False
+
+        wait_for(demo_frame, timeout=30, interval=0, what="demo frames through CURVE")
+    finally:
+        for proc in reversed(procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        sub.close(0)
+        ctx.term()
+        log.close()

@@ -51,3 +51,19 @@ def test_env_values_that_look_like_yaml_maps_stay_strings() -> None:
     assert cfg.prefix == "sentri:"
     cfg = load_section(WorkerConfig, "worker", env={"SENTRI_WORKER__REPLICA_ID": "2024-01-01"})
     assert cfg.replica_id == "2024-01-01"
+
+
+def test_ingest_is_secure_by_default_and_authorized_keys_parse() -> None:
+    assert IngestConfig().insecure is False
+    assert load_section(IngestConfig, "ingest", env={"SENTRI_INGEST__INSECURE": "true"}).insecure
+    one = load_section(IngestConfig, "ingest", env={"SENTRI_INGEST__AUTHORIZED_KEYS": "/k/dir"})
+    assert one.authorized_keys == ["/k/dir"]  # one string is one entry (a compose/k8s value)
+    many = {"SENTRI_INGEST__AUTHORIZED_KEYS": "[/k/a.public, /k/dir]"}
+    assert load_section(IngestConfig, "ingest", env=many).authorized_keys == [
+        "/k/a.public",
+        "/k/dir",
+    ]
+    with pytest.raises(ConfigError, match=r"ingest\.authorized_keys: .*entries must be"):
+        load_section(IngestConfig, "ingest", env={"SENTRI_INGEST__AUTHORIZED_KEYS": "['  ']"})
+    with pytest.raises(ConfigError, match=r"ingest\.authorized_keys_rescan_s"):
+        load_section(IngestConfig, "ingest", env={"SENTRI_INGEST__AUTHORIZED_KEYS_RESCAN_S": "-1"})

@@ -31,9 +31,12 @@ def ctx() -> Iterator[zmq.Context]:
 
 
 def ingest_config(**overrides: Any) -> IngestConfig:
+    """Random ports; plaintext unless ``insecure=False`` is given: the protocol tests
+    speak to ingest without CURVE (test_curve*.py cover the secure default)."""
     base: dict[str, Any] = dict(
-        frame_port=0, control_port=0, pub_port=0, pub_hwm=1000, stats_interval_s=0.2
-    )
+        frame_port=0, control_port=0, pub_port=0, pub_hwm=1000, stats_interval_s=0.2,
+        insecure=True,
+    )  # fmt: skip
     base.update(overrides)
     return IngestConfig(**base)
 
