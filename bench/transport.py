@@ -20,6 +20,7 @@ import msgpack
 import zmq
 
 from bench.common import child_env, jpeg, percentile, photo, spawn, stop, wait_until
+from shared.keys import Keys
 from shared.protocol import (
     INGEST_TO_AGENT,
     FrameHeader,
@@ -27,7 +28,8 @@ from shared.protocol import (
     encode_control,
     encode_frame,
 )
-from shared.redisutil import EmbeddedRedis, free_port
+from shared.redisutil import EmbeddedRedis, connect, free_port
+from shared.security import AgentKeyStore, client_socket_options, generate_keypair
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -36,10 +38,22 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 def _sentri_producer(
-    frame_ep: str, control_ep: str, cams: int, fps: float, seconds: float, data: bytes
+    frame_ep: str,
+    control_ep: str,
+    cams: int,
+    fps: float,
+    seconds: float,
+    data: bytes,
+    curve: tuple[str, str, str] | None = None,
 ) -> None:
     ctx = zmq.Context()
+
+    def secure(sock: zmq.Socket) -> None:
+        if curve:  # (agent public, agent secret, ingest public): Sentri's default
+            client_socket_options(sock, *curve)
+
     dealer = ctx.socket(zmq.DEALER)
+    secure(dealer)
     dealer.setsockopt(zmq.ROUTING_ID, b"bench")
     dealer.setsockopt(zmq.LINGER, 0)
     dealer.connect(control_ep)
@@ -50,6 +64,7 @@ def _sentri_producer(
         raise SystemExit("ingest did not answer register")
     decode_control(dealer.recv(), expect=INGEST_TO_AGENT)
     push = ctx.socket(zmq.PUSH)
+    secure(push)
     push.setsockopt(zmq.SNDHWM, 64)
     push.setsockopt(zmq.LINGER, 0)
     push.connect(frame_ep)
@@ -149,18 +164,21 @@ def _run(
     }
 
 
-def run(seconds: float = 8, cameras: int = 4) -> dict:
+def run(seconds: float = 8, cameras: int = 4, secure: bool = True) -> dict:
     data = jpeg(photo("bus.jpg"))
     results: dict = {"frame_bytes": len(data), "cameras": cameras, "seconds": seconds}
     OUT.mkdir(exist_ok=True)
 
-    # --- Sentri: real ingest process with its real Redis.
-    with EmbeddedRedis() as redis:
+    # --- Sentri: real ingest process with its real Redis, CURVE on (the default).
+    import tempfile
+
+    with EmbeddedRedis() as redis, tempfile.TemporaryDirectory(prefix="sentri-bench-") as state:
         fp, cp, pp = free_port(), free_port(), free_port()
         env = child_env(REDIS_URL=redis.url, SENTRI_INGEST__FRAME_PORT=fp, SENTRI_INGEST__CONTROL_PORT=cp,
                         SENTRI_INGEST__PUB_PORT=pp, SENTRI_INGEST__PUB_HWM=1000,
-                        SENTRI_GENERAL__LOG_LEVEL="WARNING")  # fmt: skip
-        ingest = spawn(["-m", "services.ingest"], env, OUT / "transport-ingest.log")
+                        SENTRI_GENERAL__STATE_DIR=state, SENTRI_GENERAL__LOG_LEVEL="WARNING")  # fmt: skip
+        args = ["-m", "services.ingest"] + ([] if secure else ["--insecure"])
+        ingest = spawn(args, env, OUT / "transport-ingest.log")
         try:
             ready = threading.Event()
 
@@ -172,18 +190,22 @@ def run(seconds: float = 8, cameras: int = 4) -> dict:
                 ).start()
                 ready.wait(5)
 
-            def producer(c, f, s, d):
-                return _sentri_producer(
-                    f"tcp://127.0.0.1:{fp}", f"tcp://127.0.0.1:{cp}", c, f, s, d
-                )
-
             wait_until(lambda: _port_open(cp), 30, "ingest control port")
+            curve = None
+            if secure:
+                server_pub = (Path(state) / "keys" / "ingest.public").read_text().strip()
+                agent_pub, agent_sec = generate_keypair()
+                r = connect(redis.url)
+                AgentKeyStore(r, Keys("sentri:")).approve(agent_pub, client_id="bench")
+                r.close()
+                curve = (agent_pub, agent_sec, server_pub)
+            producer = _bind(_sentri_producer, fp, cp, curve)
             results["sentri_max"] = _run(
-                "sentri", _bind(_sentri_producer, fp, cp), sentri_viewer, cameras, 0, seconds, data
+                "sentri", producer, sentri_viewer, cameras, 0, seconds, data
             )
             ready.clear()
             results["sentri_nominal"] = _run(
-                "sentri", _bind(_sentri_producer, fp, cp), sentri_viewer, cameras, 15, seconds, data
+                "sentri", producer, sentri_viewer, cameras, 15, seconds, data
             )
         finally:
             stop(ingest)
@@ -224,13 +246,12 @@ def run(seconds: float = 8, cameras: int = 4) -> dict:
 class _bind:
     """Picklable partial for the spawn-started producer."""
 
-    def __init__(self, fn, fp: int, cp: int) -> None:
-        self.fn, self.fp, self.cp = fn, fp, cp
+    def __init__(self, fn, fp: int, cp: int, curve: tuple[str, str, str] | None) -> None:
+        self.fn, self.fp, self.cp, self.curve = fn, fp, cp, curve
 
     def __call__(self, cams, fps, seconds, data) -> None:
-        self.fn(
-            f"tcp://127.0.0.1:{self.fp}", f"tcp://127.0.0.1:{self.cp}", cams, fps, seconds, data
-        )
+        self.fn(f"tcp://127.0.0.1:{self.fp}", f"tcp://127.0.0.1:{self.cp}", cams, fps, seconds,
+                data, self.curve)  # fmt: skip
 
 
 class _bind_sio:
