@@ -95,8 +95,17 @@ def _measure(fps: float, seconds: float, label: str, state: Path) -> dict:
                     seen.add(m["data"]["camera_id"])
         if len(seen) < len(SOURCES):
             raise TimeoutError(f"only {sorted(seen)} produced detections")
-        time.sleep(3)  # settle
+        # Settle for 3 s while draining (a sleep would leave messages waiting in the
+        # client, and they would be measured as late).
+        settle_end = time.monotonic() + 3
+        while time.monotonic() < settle_end:
+            try:
+                ws.recv(timeout=0.2)
+            except TimeoutError:
+                pass
         lat: list[float] = []
+        det_lat: list[float] = []  # capture -> record published (the detector's own figure)
+        gw_lat: list[float] = []  # record published -> websocket client (gateway path)
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             try:
@@ -107,6 +116,8 @@ def _measure(fps: float, seconds: float, label: str, state: Path) -> dict:
                 m = json.loads(msg)
                 if m["type"] == "distributed_detection_update":
                     lat.append(time.time() * 1000 - m["data"]["ts"])
+                    det_lat.append(float(m["data"].get("latency_ms") or 0))
+                    gw_lat.append(time.time() * 1000 - float(m["data"].get("processed_ts") or 0))
         stats = client.get("/api/distributed/stats").json()
         ws.close()
     finally:
@@ -124,6 +135,10 @@ def _measure(fps: float, seconds: float, label: str, state: Path) -> dict:
         "p95_ms": round(percentile(lat, 95), 1),
         "p99_ms": round(percentile(lat, 99), 1),
         "skipped": det.get("skipped", "see stats"),
+        "detector_p50_ms": round(percentile(det_lat, 50), 1),
+        "detector_p95_ms": round(percentile(det_lat, 95), 1),
+        "gateway_p50_ms": round(percentile(gw_lat, 50), 1),
+        "gateway_p95_ms": round(percentile(gw_lat, 95), 1),
         "samples": len(lat),
     }
 
