@@ -16,17 +16,16 @@ import socket
 import threading
 import time
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import zmq
 
 from edge_agent.camera import Camera, CameraSettings
-from edge_agent.config import EdgeConfig
+from edge_agent.config import EdgeConfig, resolve_key_dir
 from edge_agent.control import ControlChannel
 from edge_agent.discovery import ProbeResult, discover, source_specs
 from edge_agent.sender import FrameSender, SocketSecurity
-from shared.config import default_state_dir
+from shared.config import GeneralConfig, load_section
 from shared.metrics import start_metrics_server
 from shared.protocol import encode_control
 
@@ -55,8 +54,10 @@ class NoCameraError(RuntimeError):
 
 
 class EdgeAgent:
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, general: GeneralConfig | None = None) -> None:
+        """``general`` gives the state dir (key pair); default: env/``SENTRI_CONFIG``."""
         self.config = config
+        self._general = general
         self.client_id = config.client_id
         self.cameras: list[Camera] = []
         self.probes: list[ProbeResult] = []
@@ -129,6 +130,7 @@ class EdgeAgent:
             heartbeat_interval_s=cfg.heartbeat_interval_s,
             reply_timeout_s=cfg.reply_timeout_s,
             max_backoff_s=cfg.max_backoff_s,
+            refused_retry_s=cfg.refused_retry_s,
             secure=secure,
         )
         self._sender.start()
@@ -178,12 +180,17 @@ class EdgeAgent:
             server_public = read_public_key(cfg.server_key)
         except OSError as exc:
             raise ValueError(f"edge.server_key: cannot read {cfg.server_key!r}: {exc}") from None
-        key_dir = cfg.key_dir or str(Path(default_state_dir()) / "keys")
+        general = self._general or load_section(GeneralConfig, "general")
+        key_dir = resolve_key_dir(cfg, general)
         public, secret = load_or_create_keypair(key_dir, AGENT_KEY_NAME)
         self.public_key = public
         log.info(
             "CURVE on: approve this agent's key in the dashboard if it is new",
-            extra={"client_id": self.client_id, "fingerprint": fingerprint(public)},
+            extra={
+                "client_id": self.client_id,
+                "fingerprint": fingerprint(public),
+                "key_dir": key_dir,
+            },
         )
 
         def secure(sock: zmq.Socket) -> None:

@@ -7,13 +7,12 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import cv2
 
 from edge_agent.agent import AGENT_KEY_NAME, NO_CAMERA_HINT, EdgeAgent, NoCameraError
-from edge_agent.config import EdgeConfig
+from edge_agent.config import EdgeConfig, resolve_key_dir
 from edge_agent.demo import SCENES
 from edge_agent.discovery import discover, source_specs
 from shared.config import ConfigError, GeneralConfig, load_section
@@ -155,7 +154,7 @@ def discover_only(cfg: EdgeConfig) -> int:
 def show_key(cfg: EdgeConfig, general: GeneralConfig) -> int:
     from shared.security import fingerprint, load_or_create_keypair
 
-    key_dir = cfg.key_dir or str(Path(general.state_dir) / "keys")
+    key_dir = resolve_key_dir(cfg, general)
     public, _ = load_or_create_keypair(key_dir, AGENT_KEY_NAME)
     print(f"public key:  {public}")
     print(f"fingerprint: {fingerprint(public)}")
@@ -190,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             return discover_only(cfg)
         if args.show_key:
             return show_key(cfg, general)
-        agent = EdgeAgent(cfg)
+        agent = EdgeAgent(cfg, general)
     except ValueError as exc:  # e.g. an unknown demo scene in --source
         print(f"sentri-edge: {exc}", file=sys.stderr)
         return 2

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import re
 import socket
+from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from shared.config import Section
+from shared.config import GeneralConfig, Section
 from shared.protocol import valid_name
 
 _ENDPOINT = re.compile(r"^tcp://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
@@ -78,7 +79,17 @@ class EdgeConfig(Section):
         description="No message from ingest this long: recreate the control socket and re-register.",
     )
     max_backoff_s: float = Field(
-        30.0, ge=0.2, le=3600, description="Longest wait between re-register attempts."
+        30.0,
+        ge=0.2,
+        le=3600,
+        description="Longest extra wait between re-register attempts while ingest is unreachable.",
+    )
+    refused_retry_s: float = Field(
+        3.0,
+        ge=0.2,
+        le=60,
+        description="Retry interval while ingest refuses the CURVE handshake (key pending "
+        "approval) or has never answered: a newly approved agent gets in within about this long.",
     )
     send_hwm: int = Field(
         2, ge=1, le=100, description="Frames ZeroMQ may buffer for ingest before dropping."
@@ -133,3 +144,12 @@ class EdgeConfig(Section):
 
     def _host(self) -> str:
         return f"[{self.server}]" if ":" in self.server else self.server
+
+
+def resolve_key_dir(edge: EdgeConfig, general: GeneralConfig) -> str:
+    """The agent's CURVE key directory: ``edge.key_dir`` or ``<general.state_dir>/keys``.
+
+    The one rule for both the running agent and ``sentri-edge --show-key``, so the
+    fingerprint shown is the one the agent presents.
+    """
+    return edge.key_dir or str(Path(general.state_dir) / "keys")

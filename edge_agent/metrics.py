@@ -26,3 +26,7 @@ RECONNECTS = Counter(
     "Control socket recreated after ingest stopped answering.",
 )
 CONNECTED = Gauge("sentri_edge_control_connected", "1 while ingest answers the control channel.")
+HANDSHAKES_REFUSED = Counter(
+    "sentri_edge_handshakes_refused_total",
+    "Control handshakes ingest refused (CURVE key unknown, pending or rejected).",
+)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,6 +11,17 @@ import pytest
 from edge_agent.agent import EdgeAgent
 from edge_agent.config import EdgeConfig
 from tests.edge_agent.fake_ingest import FakeIngest
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """``cli.main`` configures the root logger on pytest's captured stderr; undo it so
+    later log lines do not go to a closed stream."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -3,7 +3,10 @@
 Behaves like ingest where the agent can tell: validates every frame with
 ``decode_frame``, answers ``register`` and known clients' heartbeats with ``ack``
 and unknown clients' heartbeats with ``reregister`` (what a restarted ingest
-does).  ``answer=False`` makes it mute, like an ingest that hangs.
+does).  Like ingest it learns each client's routing id from its ``register``
+(the agent's routing id is random per socket) and answers a heartbeat from a
+routing id that did not register with ``reregister``.  ``answer=False`` makes it
+mute, like an ingest that hangs.
 The sockets live on one background thread; tests talk to it through methods.
 """
 
@@ -49,7 +52,8 @@ class FakeIngest:
         self.frame_url = f"tcp://127.0.0.1:{frame_port}"
         self.control_url = f"tcp://127.0.0.1:{control_port}"
         self.answer = True
-        self.registered: set[str] = set()
+        #: client id -> routing id of its last register (ingest's session table).
+        self.registered: dict[str, bytes] = {}
         self.frames: list[Received] = []
         self.messages: list[tuple[float, dict[str, Any]]] = []
         self.invalid: list[str] = []
@@ -75,12 +79,20 @@ class FakeIngest:
         self._tasks.put((fn, args, done))
         assert done.wait(5), "fake ingest thread did not run the task"
 
+    def routing_id(self, client_id: str) -> bytes:
+        with self._lock:
+            ident = self.registered.get(client_id)
+        assert ident is not None, f"{client_id} has not registered"
+        return ident
+
     def send(self, to: str, msg_type: str, /, **fields: Any) -> None:
         payload = encode_control(msg_type, **fields)
-        self._call(lambda: self._router.send_multipart([to.encode(), payload]))
+        ident = self.routing_id(to)
+        self._call(lambda: self._router.send_multipart([ident, payload]))
 
     def send_raw(self, client_id: str, *parts: bytes) -> None:
-        self._call(lambda: self._router.send_multipart([client_id.encode(), *parts]))
+        ident = self.routing_id(client_id)
+        self._call(lambda: self._router.send_multipart([ident, *parts]))
 
     def bind_frames(self) -> None:
         self._call(self._open_pull)
@@ -158,20 +170,18 @@ class FakeIngest:
         with self._lock:
             self.messages.append((now, msg))
             client = msg["client_id"]
-            if ident != client.encode():
-                self.invalid.append("routing_id_mismatch")
             if msg["type"] == "register":
-                self.registered.add(client)
+                self.registered[client] = ident
                 reply = encode_control("ack")
             elif msg["type"] == "heartbeat":
-                known = client in self.registered
+                known = self.registered.get(client) == ident
                 reply = (
                     encode_control("ack")
                     if known
                     else encode_control("reregister", reason="unknown client")
                 )
-            elif msg["type"] == "bye":
-                self.registered.discard(client)
+            elif msg["type"] == "bye" and self.registered.get(client) == ident:
+                del self.registered[client]
         if reply is not None and self.answer and self._router is not None:
             self._router.send_multipart([ident, reply])
 

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from edge_agent.agent import EdgeAgent
+from edge_agent.cli import build_parser, load_config, main
 from shared.security import AgentKeyStore, CurveAuthenticator, fingerprint, generate_keypair
 from tests.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -53,3 +60,57 @@ def test_agent_with_wrong_server_key_gets_nothing_through(curve_ingest, agent_fa
     wait_for(lambda: agent.control.reconnects >= 2, timeout=10, what="agent retried")
     assert ing.of_type("register") == [] and ing.frames == []
     assert agent.stats()["demo-coffee"]["sent"] == 0
+
+
+@pytest.mark.parametrize(
+    ("state_env", "run"),
+    [("SENTRI_GENERAL__STATE_DIR", "in-process"), ("SENTRI_STATE_DIR", "sentri-edge")],
+)
+def test_show_key_prints_the_key_the_running_agent_presents(
+    curve_ingest, tmp_path, monkeypatch, capsys, state_env, run
+):
+    """The agent and ``--show-key`` find the key pair through one rule:
+    ``edge.key_dir`` or ``<general.state_dir>/keys``, whichever variable sets it.
+    The agent runs in-process (EdgeAgent reads ``general`` itself) or as the CLI."""
+    ing, server_public, store = curve_ingest
+    state, home = tmp_path / "state", tmp_path / "home"
+    for name in ("SENTRI_GENERAL__STATE_DIR", "SENTRI_STATE_DIR", "SENTRI_CONFIG",
+                 "SENTRI_EDGE__KEY_DIR"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(state_env, str(state))
+    monkeypatch.setenv("HOME", str(home))  # a fallback to ~/.local/state would show here
+    args = [
+        "--client-id", "keyed", "--frame-endpoint", ing.frame_url,
+        "--control-endpoint", ing.control_url, "--server-key", server_public,
+        "--source", "demo:coffee", "--fps", "2",
+    ]  # fmt: skip
+    if run == "in-process":
+        agent = EdgeAgent(load_config(build_parser().parse_args(args)))
+        agent.start()
+        try:
+            # The key ingest saw in the handshake, recorded as pending for the dashboard.
+            presented = wait_for(lambda: store.list(), timeout=20, what="agent key at ingest")
+        finally:
+            agent.stop()
+    else:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent", *args],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        try:
+            presented = wait_for(lambda: store.list(), timeout=20, what="agent key at ingest")
+        finally:
+            proc.terminate()
+            _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 0, err
+    assert len(presented) == 1
+    key_file = state / "keys" / "edge.public"
+    assert key_file.read_text().strip() == presented[0]["key"]
+    assert not home.exists()
+
+    assert main(["--show-key"]) == 0
+    out = capsys.readouterr().out
+    assert f"fingerprint: {presented[0]['fingerprint']}" in out
+    assert f"public key:  {presented[0]['key']}" in out
+    assert str(state / "keys") in out
