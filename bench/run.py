@@ -32,7 +32,14 @@ def machine() -> dict:
 def section_transport(quick: bool) -> dict:
     from bench import transport
 
-    return transport.run(seconds=5 if quick else 10, cameras=4)
+    secs = 5 if quick else 10
+    res = transport.run(seconds=secs, cameras=4)
+    plain = transport.run(seconds=secs, cameras=4, secure=False)
+    res["sentri_plaintext_max"] = plain["sentri_max"]
+    res["socketio_max_2"] = plain["socketio_max"]
+    base = (res["socketio_max"]["fps"] + plain["socketio_max"]["fps"]) / 2
+    res["plaintext_ratio"] = round(plain["sentri_max"]["fps"] / max(base, 0.1), 1)
+    return res
 
 
 def section_detector(quick: bool) -> dict:
@@ -73,9 +80,15 @@ def to_markdown(results: dict) -> str:
     t = results.get("transport")
     if t and "error" not in t:
         lines.append(
-            f"| transport, {t['cameras']} cams 640×480 q80, max frames/s | {t['sentri_max']['fps']} fps | "
+            f"| transport, {t['cameras']} cams 640×480 q80, max frames/s, CURVE on | {t['sentri_max']['fps']} fps | "
             f"{t['socketio_max']['fps']} fps (Socket.IO, base64 JSON) | **{t['throughput_ratio']}×** (target ≥ 10×) |"
         )
+        if "sentri_plaintext_max" in t:
+            lines.append(
+                f"| transport, same, `--insecure` (no CURVE) | {t['sentri_plaintext_max']['fps']} fps | "
+                f"{t['socketio_max_2']['fps']} fps (Socket.IO, second run) | **{t['plaintext_ratio']}×** "
+                "(vs the mean of both Socket.IO runs) |"
+            )
         lines.append(
             f"| transport latency at {t['sentri_nominal']['offered_fps']} fps nominal, p50 / p99 | "
             f"{t['sentri_nominal']['p50_ms']} / {t['sentri_nominal']['p99_ms']} ms | "
