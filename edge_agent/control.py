@@ -35,7 +35,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from edge_agent import metrics
-from edge_agent.sender import SocketSecurity
+from edge_agent.sender import SocketSecurity, dial
 from shared.logs import BurstLimiter
 from shared.metrics import INVALID_INPUT
 from shared.protocol import INGEST_TO_AGENT, ProtocolError, decode_control
@@ -59,18 +59,10 @@ def control_socket(
     ctx: zmq.Context, endpoint: str, secure: SocketSecurity | None = None
 ) -> zmq.Socket:
     sock = ctx.socket(zmq.DEALER)
-    if secure is not None:
-        secure(sock)
     sock.setsockopt(zmq.ROUTING_ID, new_routing_id())
-    sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, 16)
     sock.setsockopt(zmq.RCVHWM, 64)
-    sock.setsockopt(zmq.RECONNECT_IVL, 200)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-    sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
-    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 6000)
-    sock.connect(endpoint)
-    return sock
+    return dial(sock, endpoint, secure)
 
 
 class ControlChannel:

@@ -28,14 +28,10 @@ STALL_RECREATE_S = 3.0
 SocketSecurity = Callable[[zmq.Socket], None]
 
 
-def frame_socket(
-    ctx: zmq.Context, endpoint: str, hwm: int, secure: SocketSecurity | None = None
-) -> zmq.Socket:
-    sock = ctx.socket(zmq.PUSH)
+def dial(sock: zmq.Socket, endpoint: str, secure: SocketSecurity | None = None) -> zmq.Socket:
+    """Options every agent -> ingest socket shares, then connect."""
     if secure is not None:
         secure(sock)
-    sock.setsockopt(zmq.SNDHWM, hwm)
-    sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer that is not connected
     sock.setsockopt(zmq.LINGER, 0)
     # ZMTP heartbeats notice a dead link (cable pulled, ingest host gone) in seconds.
     sock.setsockopt(zmq.HEARTBEAT_IVL, 2000)
@@ -44,6 +40,15 @@ def frame_socket(
     sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
     sock.connect(endpoint)
     return sock
+
+
+def frame_socket(
+    ctx: zmq.Context, endpoint: str, hwm: int, secure: SocketSecurity | None = None
+) -> zmq.Socket:
+    sock = ctx.socket(zmq.PUSH)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a peer that is not connected
+    return dial(sock, endpoint, secure)
 
 
 class FrameSender:
