@@ -291,7 +291,14 @@ def main(argv: list[str] | None = None) -> int:
             )
             continue
         extra = ["--insecure"] if svc == "ingest" and args.insecure else []
-        children.append(Child(svc, [py, "-m", f"services.{svc}", *extra], env))
+        child_env = env
+        if general.metrics_port:
+            # One host, several services: each gets its own metrics port from the base.
+            child_env = {
+                **env,
+                "SENTRI_GENERAL__METRICS_PORT": str(general.metrics_port + len(children)),
+            }
+        children.append(Child(svc, [py, "-m", f"services.{svc}", *extra], child_env))
     if args.demo:
         sources = args.demo_source or list(DEMO_SOURCES)
         agent_args = [py, "-m", "edge_agent", "--client-id", DEMO_CLIENT_ID,

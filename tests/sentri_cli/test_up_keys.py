@@ -107,3 +107,40 @@ def test_remote_agent_hint(tmp_path) -> None:
     assert "--frame-endpoint tcp://HOST:6000 --control-endpoint tcp://HOST:6001" in local
     plain = remote_agent_hint(True, "0.0.0.0", 5555, 5556, tmp_path, "x")
     assert "INSECURE" in plain and "--server-key" not in plain
+
+
+def test_sentri_up_gives_each_service_its_own_metrics_port(redis_url, prefix, port_factory,
+                                                           tmp_path) -> None:  # fmt: skip
+    import socket
+    import urllib.request
+
+    base = port_factory()
+    with socket.socket() as s:  # base + 1 must be free too
+        if s.connect_ex(("127.0.0.1", base + 1)) == 0:
+            pytest.skip("port after the free one is taken")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTRI_", "REDIS_URL"))}
+    env.update(
+        PYTHONPATH=ROOT, REDIS_URL=redis_url, SENTRI_REDIS__PREFIX=f'"{prefix}"',
+        SENTRI_INGEST__FRAME_PORT=str(port_factory()), SENTRI_INGEST__CONTROL_PORT=str(port_factory()),
+        SENTRI_INGEST__PUB_PORT=str(port_factory()), SENTRI_GENERAL__METRICS_PORT=str(base),
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sentri_cli.main", "up", "--only", "ingest", "--only", "analyst",
+         "--state-dir", str(tmp_path / "state")],
+        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def metrics(port: int) -> str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+                return resp.read().decode()
+        except OSError:
+            return ""
+
+    try:
+        assert "sentri_ingest" in wait_for(lambda: metrics(base), 45, what="ingest metrics")
+        assert "sentri_analyst" in wait_for(lambda: metrics(base + 1), 45, what="analyst metrics")
+        assert proc.poll() is None
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
