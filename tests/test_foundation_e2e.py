@@ -145,9 +145,15 @@ def test_agent_to_ingest_to_subscriber(stack, redis_config, keys, r) -> None:
 
     # stop_streaming stops one camera only; start resumes it.
     send_command(r, keys, "e2e", "stop_streaming", camera="demo-bus")
-    time.sleep(1.0)
+
+    def bus_camera() -> dict:
+        return next(c for c in get_client(r, keys, "e2e")["cameras"] if c["name"] == "demo-bus")
+
+    # The agent confirms with camera_info once applied; then the camera stays silent.
+    wait_for(lambda: bus_camera().get("streaming") is False, 10, what="stop confirmed by the agent")
+    time.sleep(0.3)  # frames already on the wire when it stopped
     t0 = time.monotonic()
-    time.sleep(1.5)
+    time.sleep(1.5)  # the silence window being asserted
     assert consumer.count("e2e/demo-bus", since=t0) == 0
     assert consumer.count("e2e/demo-zidane", since=t0) >= 3
     send_command(r, keys, "e2e", "start_streaming", camera="demo-bus")
