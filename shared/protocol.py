@@ -57,6 +57,9 @@ class FrameHeader:
     enc: str = "jpeg"
     motion: float | None = None
     v: int = PROTOCOL_VERSION
+    #: Ingest's receive time (unix ns, ingest's clock), stamped on fan-out.  Agents'
+    #: clocks are not trusted for decisions: workers use this when it is present.
+    rx: int | None = None
 
     @property
     def local_name(self) -> str:
@@ -66,6 +69,8 @@ class FrameHeader:
         d = asdict(self)
         if d["motion"] is None:
             del d["motion"]
+        if d["rx"] is None:
+            del d["rx"]
         return d
 
 
@@ -135,6 +140,9 @@ def parse_header(data: bytes) -> FrameHeader:
     h = _req(d, "h", int)
     enc = _req(d, "enc", str)
     motion = d.get("motion")
+    rx = d.get("rx")
+    if rx is not None and (isinstance(rx, bool) or not isinstance(rx, int) or not 0 <= rx < 2**63):
+        raise ProtocolError("header_bad_type", "rx")
     if not valid_name(client_id):
         raise ProtocolError("bad_client_id")
     if not valid_name(camera_id, allow_slash=True) or not camera_id.startswith(client_id + "/"):
@@ -152,7 +160,15 @@ def parse_header(data: bytes) -> FrameHeader:
         if not (0.0 <= motion <= 1.0) or math.isnan(motion):
             raise ProtocolError("bad_value", "motion out of range")
     return FrameHeader(
-        client_id=client_id, camera_id=camera_id, seq=seq, ts=ts, w=w, h=h, enc=enc, motion=motion
+        client_id=client_id,
+        camera_id=camera_id,
+        seq=seq,
+        ts=ts,
+        w=w,
+        h=h,
+        enc=enc,
+        motion=motion,
+        rx=rx,
     )
 
 
