@@ -79,6 +79,7 @@ class _FollowerBase:
         count: int = 200,
         block_ms: int = 1000,
         what: str = "streams",
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         if not isinstance(streams, Mapping):
             streams = {s: s for s in streams}
@@ -90,6 +91,8 @@ class _FollowerBase:
         else:
             self.positions = {self.keys[n]: start.get(n, "$") for n in self.keys}
         self.count, self.block_ms, self.what = count, block_ms, what
+        #: Called with each failed read's exception (e.g. to count it in a metric).
+        self.on_error = on_error
         self.ready = threading.Event()
         self._burst = BurstLimiter()
         self._backoff = MIN_BACKOFF_S
@@ -108,6 +111,8 @@ class _FollowerBase:
         return out
 
     def _read_failed(self, exc: BaseException) -> float:
+        if self.on_error is not None:
+            self.on_error(exc)
         ok, suppressed = self._burst.should_log("redis")
         if ok:
             log.warning(
