@@ -39,9 +39,10 @@ import zmq
 
 from shared import metrics
 from shared.config import RedisConfig, WorkerConfig
+from shared.fanout import FanoutSubscriber
 from shared.keys import Keys
 from shared.logs import BurstLimiter
-from shared.protocol import FrameHeader, ProtocolError, decode_fanout, topic_for
+from shared.protocol import FrameHeader
 from shared.publishing import PUBLISH_FAILURES, EventPublisher, SnapshotSink
 from shared.redisutil import connect, publish_record
 
@@ -56,7 +57,8 @@ class Frame:
     """One received frame.  ``image()`` decodes the JPEG lazily (BGR ndarray)."""
 
     header: FrameHeader
-    jpeg: bytes
+    #: The JPEG as received: a view of the ZeroMQ message, not a copy.
+    jpeg: bytes | memoryview
     received: float = field(default_factory=time.time)
     _image: np.ndarray | None = None
     _decoded: bool = False
@@ -414,40 +416,19 @@ class WorkerRuntime:
             )
 
     def _receive_loop(self) -> None:
-        sub = self.ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.RCVHWM, self.config.rcv_hwm)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RECONNECT_IVL, 200)
-        sub.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sub.connect(self.config.ingest_pub)
-        subscribed: set[str] = set()
-        seen_version = -1
-        poller = zmq.Poller()
-        poller.register(sub, zmq.POLLIN)
+        sub = FanoutSubscriber(
+            self.ctx,
+            self.config.ingest_pub,
+            rcv_hwm=self.config.rcv_hwm,
+            on_invalid=lambda exc: self.count_invalid(exc.reason, exc.detail),
+        )
         try:
             while not self.stop_event.is_set():
-                with self._owned_lock:
-                    version, owned = self._owned_version, self._owned
-                if version != seen_version:
-                    for cam in owned - subscribed:
-                        sub.setsockopt(zmq.SUBSCRIBE, topic_for(cam))
-                    for cam in subscribed - owned:
-                        sub.setsockopt(zmq.UNSUBSCRIBE, topic_for(cam))
-                    subscribed = set(owned)
-                    seen_version = version
-                if not poller.poll(100):
+                sub.follow(self.owned)
+                if not sub.poll(100):
                     continue
                 # Drain everything waiting: the buffer keeps only the newest per camera.
-                for _ in range(1000):
-                    try:
-                        parts = sub.recv_multipart(zmq.NOBLOCK, copy=True)
-                    except zmq.Again:
-                        break
-                    try:
-                        header, jpeg = decode_fanout(parts)
-                    except ProtocolError as exc:
-                        self.count_invalid(exc.reason, exc.detail)
-                        continue
+                for header, jpeg in sub.drain(1000):
                     cam = header.camera_id
                     if cam not in self._owned:
                         continue  # in flight across an ownership change
@@ -462,7 +443,7 @@ class WorkerRuntime:
             log.exception("receiver crashed", extra={"service": self.service})
             self.stop_event.set()
         finally:
-            sub.close(0)
+            sub.close()
 
     def _membership_loop(self) -> None:
         interval = self.config.heartbeat_s
