@@ -151,6 +151,13 @@ class WorkerConfig(Section):
     max_frame_age_s: float = Field(
         2.0, gt=0, le=3600, description="Frames older than this (capture time) are skipped."
     )
+    max_pixels: int = Field(
+        7680 * 4320,
+        ge=64 * 64,
+        le=8192 * 8192,
+        description="Largest decoded frame (width x height, read from the JPEG before "
+        "decoding); bigger frames are counted invalid (frame_too_large), never decoded.",
+    )
     snapshot_ttl_s: int = Field(
         7 * 24 * 3600,
         ge=60,

@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,7 @@ from shared.config import RedisConfig, WorkerConfig
 from shared.fanout import FanoutSubscriber
 from shared.keys import Keys
 from shared.logs import BurstLimiter
-from shared.protocol import FrameHeader
+from shared.protocol import DEFAULT_MAX_PIXELS, FrameHeader, ProtocolError, jpeg_dimensions
 from shared.publishing import PUBLISH_FAILURES, EventPublisher, SnapshotSink
 from shared.redisutil import connect, publish_record
 
@@ -54,14 +54,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Frame:
-    """One received frame.  ``image()`` decodes the JPEG lazily (BGR ndarray)."""
+    """One received frame.  ``image()`` decodes the JPEG on demand (BGR ndarray).
+
+    The decoded size is capped HERE, once for every worker: the JPEG's own SOF is
+    read first (bounded walk, no pixel decoding) and a frame declaring more than
+    ``max_pixels`` pixels, or a size other than its header's, is never decoded.
+    Such a frame is reported through ``on_invalid`` (the runtime counts it in
+    ``sentri_invalid_input_total``) and ``image()`` returns None.
+    """
 
     header: FrameHeader
     #: The JPEG as received: a view of the ZeroMQ message, not a copy.
     jpeg: bytes | memoryview
+    #: Local receive time (unix s).  Ages use :attr:`rx_time`, never the agent's clock.
     received: float = field(default_factory=time.time)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    on_invalid: Callable[[str, str], None] | None = None
     _image: np.ndarray | None = None
-    _decoded: bool = False
+    #: Why the frame cannot be decoded (a ``ProtocolError`` reason), once known.
+    invalid: str | None = None
 
     @property
     def camera_id(self) -> str:
@@ -69,17 +80,51 @@ class Frame:
 
     @property
     def capture_time(self) -> float:
+        """The agent's capture time (unix s): shown to users, never used to decide."""
         return self.header.ts / 1e9
 
+    @property
+    def rx_time(self) -> float:
+        """When the frame reached the cluster (unix s, cluster clock): ingest's ``rx``
+        stamp when present, else this worker's receive time.  Decisions (debounce,
+        ordering, ages) use this, so an agent's wrong clock cannot steer them."""
+        rx = self.header.rx
+        return rx / 1e9 if rx is not None else self.received
+
+    def dimensions(self) -> tuple[int, int] | None:
+        """(width, height) when the frame may be decoded, else None (reported once)."""
+        if self.invalid is not None:
+            return None
+        try:
+            w, h = jpeg_dimensions(self.jpeg)
+            if w * h > self.max_pixels:
+                raise ProtocolError("frame_too_large", f"{w}x{h} > {self.max_pixels} pixels")
+            if (w, h) != (self.header.w, self.header.h):
+                raise ProtocolError("bad_jpeg", f"{w}x{h} != header")
+        except ProtocolError as exc:
+            self._refuse(exc.reason, exc.detail)
+            return None
+        return w, h
+
     def image(self) -> np.ndarray | None:
-        """BGR image, or None when the JPEG does not decode (counted by the runtime)."""
-        if not self._decoded:
+        """BGR image, or None when the frame is refused or does not decode (reported)."""
+        if self._image is None and self.dimensions() is not None:
             import cv2
 
             arr = np.frombuffer(self.jpeg, dtype=np.uint8)
             self._image = cv2.imdecode(arr, cv2.IMREAD_COLOR)
-            self._decoded = True
+            if self._image is None:
+                self._refuse("bad_jpeg", "does not decode")
         return self._image
+
+    def release(self) -> None:
+        """Forget the decoded image (the runtime calls this once a batch is done)."""
+        self._image = None
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        self.invalid = reason
+        if self.on_invalid is not None:
+            self.on_invalid(reason, f"{self.camera_id}: {detail}")
 
 
 class LatestFrameBuffer:
@@ -224,6 +269,8 @@ class Processor:
     max_batch: int = 1
     #: Retention of this service's event snapshots (None: ``worker.snapshot_ttl_s``).
     snapshot_ttl_s: int | None = None
+    #: A lower decoded-size cap of this service (None: ``worker.max_pixels`` only).
+    max_pixels: int | None = None
 
     def setup(self, runtime: WorkerRuntime) -> None:
         """Called once before frames flow (load models here)."""
@@ -422,6 +469,7 @@ class WorkerRuntime:
             rcv_hwm=self.config.rcv_hwm,
             on_invalid=lambda exc: self.count_invalid(exc.reason, exc.detail),
         )
+        max_pixels = min(self.config.max_pixels, self.processor.max_pixels or 2**62)
         try:
             while not self.stop_event.is_set():
                 sub.follow(self.owned)
@@ -435,7 +483,10 @@ class WorkerRuntime:
                     st = self._cam_stats(cam)
                     st.received += 1
                     metrics.WORKER_FRAMES_RECEIVED.labels(self.service, cam).inc()
-                    replaced = self.buffer.put(Frame(header, jpeg))
+                    frame = Frame(
+                        header, jpeg, max_pixels=max_pixels, on_invalid=self.count_invalid
+                    )
+                    replaced = self.buffer.put(frame)
                     if replaced is not None:
                         self._skip(replaced)
                 metrics.WORKER_BUFFERED.labels(self.service).set(len(self.buffer))
@@ -541,6 +592,9 @@ class WorkerRuntime:
                 if ok:
                     log.exception("process_batch failed", extra={"suppressed": suppressed})
                 continue
+            finally:
+                for f in fresh:
+                    f.release()  # a processor keeping a frame does not keep its pixels
             metrics.WORKER_PROCESS_SECONDS.labels(self.service).observe(time.perf_counter() - t0)
             done = time.time()
             for f in fresh:

@@ -23,7 +23,6 @@ from services.detector.models import resolve_model
 from services.detector.records import detection_record, event_record
 from services.detector.tracking import CameraTracker, TrackEvent
 from shared.keys import STREAM_DETECTIONS
-from shared.protocol import ProtocolError, jpeg_dimensions
 from shared.publishing import SnapshotSink
 from shared.worker import Frame, Processor, WorkerRuntime
 
@@ -80,6 +79,7 @@ class DetectorProcessor(Processor):
         self.max_batch = config.max_batch or 64  # narrowed in setup() once the backend is known
         self.trackers: dict[str, CameraTracker] = {}
         self.snapshot_ttl_s = config.snapshot_ttl_s
+        self.max_pixels = config.max_pixels
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -140,7 +140,7 @@ class DetectorProcessor(Processor):
         for f in frames:
             if f.camera_id not in owned:
                 continue  # in flight while the camera moved away
-            img = self._decode(f)
+            img = f.image()  # capped, checked and counted by the runtime
             if img is None:
                 continue
             batch.append((f, img))
@@ -159,30 +159,6 @@ class DetectorProcessor(Processor):
                 h, w = img.shape[:2]
                 self._handle(frame, det, w, h, took * 1000, len(batch))
             metrics.ACTIVE_TRACKS.set(sum(len(t.tracks) for t in self.trackers.values()))
-
-    def _decode(self, frame: Frame) -> np.ndarray | None:
-        """The frame's image, or None (counted) for a JPEG that is broken or too big.
-
-        The size is read from the JPEG header first: a few KB can claim a canvas of
-        gigabytes, which must not reach the decoder.
-        """
-        runtime = self.runtime
-        assert runtime is not None
-        try:
-            w, h = jpeg_dimensions(frame.jpeg)
-        except ProtocolError as exc:
-            runtime.count_invalid(exc.reason, f"{frame.camera_id}: {exc.detail}")
-            return None
-        if w * h > self.config.max_pixels:
-            runtime.count_invalid("frame_too_large", f"{frame.camera_id}: {w}x{h}")
-            return None
-        if (w, h) != (frame.header.w, frame.header.h):
-            runtime.count_invalid("bad_jpeg", f"{frame.camera_id}: {w}x{h} != header")
-            return None
-        img = frame.image()
-        if img is None:
-            runtime.count_invalid("bad_jpeg", f"{frame.camera_id}: does not decode")
-        return img
 
     def _handle(
         self, frame: Frame, det: Detections, w: int, h: int, inference_ms: float, batch: int

@@ -143,10 +143,9 @@ class FacesProcessor(Processor):
             st.frames_gated += 1
             metrics.FRAMES_GATED.labels(cam, "no_person").inc()
             return
-        bgr = frame.image()
+        bgr = frame.image()  # capped, checked and counted by the runtime
         if bgr is None:
             st.frames_invalid += 1
-            self.runtime.count_invalid("bad_jpeg", cam)
             return
         self._last_analysed[cam] = now
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -185,3 +185,66 @@ def test_processing_switch_and_skip_counting(redis_config, keys, r, publisher) -
     finally:
         stop.set()
         w.stop()
+
+
+BOMB_SCRIPT = r"""
+import json, resource, sys
+from pathlib import Path
+from shared.protocol import FrameHeader
+from shared.worker import Frame
+
+jpeg = Path(sys.argv[1]).read_bytes()
+side = int(sys.argv[2])
+seen = []
+header = FrameHeader(client_id="c", camera_id="c/cam", seq=1, ts=1, w=side, h=side)
+frame = Frame(header, jpeg, on_invalid=lambda reason, detail: seen.append(reason))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+results = [frame.image() is None for _ in range(3)]
+grew_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps({"refused": results, "seen": seen, "grew_mb": grew_mb}))
+"""
+
+
+def test_a_decompression_bomb_is_refused_once_and_never_decoded(tmp_path) -> None:
+    """A real 7000x7000 JPEG (small file, 147 MB decoded) above the default cap of
+    7680x4320 pixels: refused by ``Frame.image()`` from its SOF, reported once, and
+    the process's peak memory grows by less than 30 MB (decoding would add ~147 MB).
+    Measured in a fresh process so other tests' peaks do not hide it."""
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+
+    side = 7000
+    ok, buf = cv2.imencode(".jpg", np.zeros((side, side, 3), np.uint8))
+    assert ok
+    path = tmp_path / "bomb.jpg"
+    path.write_bytes(buf.tobytes())
+    assert path.stat().st_size < 2_000_000
+    proc = subprocess.run(
+        [sys.executable, "-c", BOMB_SCRIPT, str(path), str(side)],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["refused"] == [True, True, True]
+    assert out["seen"] == ["frame_too_large"], "reported once, as too large"
+    assert out["grew_mb"] < 30, f"peak memory grew {out['grew_mb']:.0f} MB: the bomb was decoded"
+
+
+def test_frame_image_checks_the_header_and_releases_pixels() -> None:
+    import cv2
+
+    jpeg = cv2.imencode(".jpg", np.full((48, 64, 3), 90, np.uint8))[1].tobytes()
+    seen: list[str] = []
+
+    def frame(w: int, h: int, **kw) -> Frame:
+        header = FrameHeader(client_id="c", camera_id="c/cam", seq=1, ts=1, w=w, h=h)
+        return Frame(header, jpeg, on_invalid=lambda r, d: seen.append(r), **kw)
+
+    good = frame(64, 48)
+    assert good.image().shape == (48, 64, 3) and good.invalid is None
+    good.release()
+    assert good._image is None and good.image() is not None
+    assert frame(640, 480).image() is None and seen == ["bad_jpeg"]  # header lies
+    assert frame(64, 48, max_pixels=64 * 47).image() is None and seen[-1] == "frame_too_large"
