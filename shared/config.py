@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -149,7 +156,11 @@ class WorkerConfig(Section):
     )
     rcv_hwm: int = Field(16, ge=1, le=10_000, description="Receive high-water mark (messages).")
     max_frame_age_s: float = Field(
-        2.0, gt=0, le=3600, description="Frames older than this (capture time) are skipped."
+        2.0,
+        gt=0,
+        le=3600,
+        description="Frames that waited longer than this since they reached the cluster "
+        "(ingest's receive time, else this worker's) are skipped.",
     )
     max_pixels: int = Field(
         7680 * 4320,
@@ -177,6 +188,19 @@ class WorkerConfig(Section):
         le=4 * 1024 * 1024 * 1024,
         description="Bytes (snapshots included) the event retry queue may hold.",
     )
+
+    @model_validator(mode="after")
+    def _heartbeat_below_ttl(self) -> WorkerConfig:
+        return _check_worker_timing(self)
+
+
+def _check_worker_timing(cfg: WorkerConfig) -> WorkerConfig:
+    if cfg.heartbeat_s >= cfg.member_ttl_s:
+        raise ValueError(
+            f"heartbeat_s ({cfg.heartbeat_s}) must be below member_ttl_s ({cfg.member_ttl_s}): "
+            "a replica would look dead between its own heartbeats"
+        )
+    return cfg
 
 
 def _parse_env_value(raw: str) -> Any:

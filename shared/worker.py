@@ -210,22 +210,53 @@ def shard_cameras(cameras: Iterable[str], members: Iterable[str], me: str) -> se
     return {c for c in cameras if rendezvous_owner(c, members) == me}
 
 
+def redis_now(r: redis.Redis) -> float:
+    """The Redis server's clock (unix s): the one clock replicas compare."""
+    sec, usec = r.time()
+    return int(sec) + int(usec) / 1e6
+
+
+# Heartbeat and liveness read the server's clock inside Redis, so no replica's wall
+# clock matters: a replica 60 s fast or 5 s slow heartbeats exactly like the others.
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 10 * tonumber(ARGV[2]))
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf')
+"""
+_LIVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+"""
+
+
+def live_members(r: redis.Redis, keys: Keys, service: str, ttl: float) -> list[str]:
+    """Replicas of ``service`` that heartbeated within ``ttl`` seconds, by the Redis
+    server's clock: the one rule every reader (workers, gateway) should use."""
+    members = r.eval(_LIVE, 1, keys.members(service), repr(float(ttl)))
+    return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+
 class Membership:
-    """Replica liveness in a Redis sorted set scored by last heartbeat (unix seconds)."""
+    """Replica liveness in a Redis sorted set scored by last heartbeat.
+
+    Scores are the Redis server's time (``TIME`` inside a script), never this
+    replica's wall clock: membership must not depend on replicas' clocks agreeing.
+    """
 
     def __init__(self, r: redis.Redis, keys: Keys, service: str, replica_id: str, ttl: float):
-        self.r, self.key, self.replica_id, self.ttl = r, keys.members(service), replica_id, ttl
+        self.r, self.keys, self.service = r, keys, service
+        self.key, self.replica_id, self.ttl = keys.members(service), replica_id, ttl
 
-    def heartbeat(self) -> None:
-        now = time.time()
-        pipe = self.r.pipeline(transaction=False)
-        pipe.zadd(self.key, {self.replica_id: now})
-        pipe.zremrangebyscore(self.key, "-inf", now - 10 * self.ttl)  # forget long-dead members
-        pipe.execute()
+    def heartbeat(self) -> list[str]:
+        """Record this replica as alive now; returns the live members (sorted)."""
+        members = self.r.eval(_HEARTBEAT, 1, self.key, self.replica_id, repr(float(self.ttl)))
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
     def live(self) -> list[str]:
-        members = self.r.zrangebyscore(self.key, time.time() - self.ttl, "+inf")
-        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+        return live_members(self.r, self.keys, self.service, self.ttl)
 
     def leave(self) -> None:
         try:
@@ -513,8 +544,7 @@ class WorkerRuntime:
             self.stop_event.wait(interval)
 
     def _membership_tick(self) -> None:
-        self.membership.heartbeat()
-        members = self.membership.live()
+        members = self.membership.heartbeat()
         if self.replica_id not in members:
             members.append(self.replica_id)
         cameras = {

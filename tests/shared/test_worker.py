@@ -248,3 +248,30 @@ def test_frame_image_checks_the_header_and_releases_pixels() -> None:
     assert good._image is None and good.image() is not None
     assert frame(640, 480).image() is None and seen == ["bad_jpeg"]  # header lies
     assert frame(64, 48, max_pixels=64 * 47).image() is None and seen[-1] == "frame_too_large"
+
+
+def test_member_ttl_is_honoured_by_the_redis_clock_not_the_replicas(r, keys, monkeypatch):
+    """``live()`` keeps only members seen within the TTL, measured by Redis' clock; a
+    replica whose own clock is 60 s fast neither drops its peers nor looks different."""
+    from shared.worker import Membership, live_members, redis_now
+
+    m = Membership(r, keys, "svc", "a", ttl=2.0)
+    m.heartbeat()
+    now = redis_now(r)
+    r.zadd(keys.members("svc"), {"dead": now - 5, "alive": now - 1})
+    assert m.live() == ["a", "alive"] == live_members(r, keys, "svc", 2.0)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 60)  # this replica's clock is off
+    assert m.heartbeat() == ["a", "alive"]
+    assert m.live() == ["a", "alive"]
+    assert r.zscore(keys.members("svc"), "alive") is not None, "a peer was deleted"
+    assert abs(r.zscore(keys.members("svc"), "a") - redis_now(r)) < 5
+
+
+def test_heartbeat_must_be_shorter_than_member_ttl():
+    from shared.config import ConfigError, load_section
+
+    with pytest.raises(ConfigError, match="heartbeat_s .* must be below member_ttl_s"):
+        load_section(
+            WorkerConfig, "worker", env={"SENTRI_WORKER__HEARTBEAT_S": "5"}, config_file=None
+        )
