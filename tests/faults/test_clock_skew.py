@@ -10,6 +10,7 @@ took every camera while the peer kept its share: cameras processed twice.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -18,8 +19,6 @@ from tests.faults.procs import service_env
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.faults
-
-import os
 
 DRILL_S = float(os.environ.get("SENTRI_DRILL_S", "60"))
 REPLICAS = {"slow-clock": 0.0, "fast-clock": 60.0}
