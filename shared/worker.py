@@ -91,6 +91,16 @@ class Frame:
         rx = self.header.rx
         return rx / 1e9 if rx is not None else self.received
 
+    @property
+    def ts_ms(self) -> int:
+        """:attr:`rx_time` in unix ms: the ``ts`` of every record and event."""
+        return int(self.rx_time * 1000)
+
+    @property
+    def capture_ts_ms(self) -> int:
+        """The agent's capture time in unix ms (records' ``capture_ts``, display only)."""
+        return self.header.ts // 1_000_000
+
     def dimensions(self) -> tuple[int, int] | None:
         """(width, height) when the frame may be decoded, else None (reported once)."""
         if self.invalid is not None:
@@ -138,12 +148,20 @@ class LatestFrameBuffer:
     def put(self, frame: Frame) -> Frame | None:
         """Store ``frame``; returns the unprocessed frame it replaced (a skip), if any.
 
-        An older frame (by capture time) than the one held is itself returned as skipped.
+        The frame that arrived last wins (ZeroMQ keeps a publisher's order), except
+        that a frame ingest stamped earlier (``rx``) than the one held is itself
+        returned as skipped.  The agent's capture time is never compared: a wrong
+        agent clock cannot pin an old frame in the buffer.
         """
         cam = frame.camera_id
         with self._cond:
             old = self._frames.get(cam)
-            if old is not None and old.header.ts > frame.header.ts:
+            if (
+                old is not None
+                and old.header.rx is not None
+                and frame.header.rx is not None
+                and old.header.rx > frame.header.rx
+            ):
                 return frame
             self._frames[cam] = frame
             if cam not in self._rr:
@@ -631,7 +649,7 @@ class WorkerRuntime:
                 st = self._cam_stats(f.camera_id)
                 st.processed += 1
                 st.recent.append(done)
-                lat = max(0.0, done - f.capture_time)
+                lat = max(0.0, done - f.rx_time)  # cluster clocks only
                 st.latency_ewma_ms = (
                     lat * 1000 if st.processed == 1 else 0.8 * st.latency_ewma_ms + 200 * lat
                 )

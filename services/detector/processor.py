@@ -171,7 +171,7 @@ class DetectorProcessor(Processor):
                 frame.camera_id, self.config.tracker
             )
         det, events = tracker.update(
-            det, width=w, height=h, ts_ms=frame.header.ts // 1_000_000, jpeg=frame.jpeg
+            det, width=w, height=h, ts_ms=frame.ts_ms, jpeg=frame.jpeg
         )
         reported = det[det.confidence >= self.config.confidence].top_k(self.config.max_objects)
         record = detection_record(

@@ -139,7 +139,7 @@ class FacesProcessor(Processor):
             st.frames_rate_limited += 1
             metrics.FRAMES_GATED.labels(cam, "rate_limited").inc()
             return
-        if self.config.gate_on_person and not self.person_recent(cam, frame.header.ts // 1_000_000):
+        if self.config.gate_on_person and not self.person_recent(cam, frame.ts_ms):
             st.frames_gated += 1
             metrics.FRAMES_GATED.labels(cam, "no_person").inc()
             return
@@ -168,7 +168,7 @@ class FacesProcessor(Processor):
             metrics.ENCODE_SECONDS.observe(per_face_s)
         matches = self.gallery.match([f.encoding for f in accepted])
         h, w = rgb.shape[:2]
-        ts_ms = frame.header.ts // 1_000_000
+        ts_ms = frame.ts_ms
         for face, (name, distance) in zip(accepted, matches, strict=True):
             box = face.normalised_box(w, h)
             record = {
@@ -189,7 +189,7 @@ class FacesProcessor(Processor):
                 continue
             st.faces_recognised += 1
             metrics.FACES_RECOGNISED.labels(cam).inc()
-            seen_s = frame.capture_time
+            seen_s = frame.rx_time  # the cluster's clock: an agent's cannot steer it
             if self._appeared(cam, name, seen_s):
                 self._publish_event(frame, name, distance, box)
                 st.events += 1
@@ -249,7 +249,8 @@ class FacesProcessor(Processor):
             "type": "face_recognized",
             "event_id": event_id,
             "camera_id": frame.camera_id,
-            "ts": frame.header.ts // 1_000_000,
+            "ts": frame.ts_ms,
+            "capture_ts": frame.capture_ts_ms,
             "name": name,
             "distance": round(distance, 4),
             "box": box,

@@ -55,10 +55,11 @@ def test_sharding_spreads_load() -> None:
     assert min(sizes) > 60, sizes  # no replica starves (400/4 = 100 expected)
 
 
-def _frame(cam: str, seq: int, ts: int | None = None) -> Frame:
+def _frame(cam: str, seq: int, rx: int | None = None, ts: int | None = None) -> Frame:
     h = FrameHeader(
-        client_id=cam.split("/")[0], camera_id=cam, seq=seq, ts=ts or time.time_ns(), w=4, h=4
-    )
+        client_id=cam.split("/")[0], camera_id=cam, seq=seq, ts=ts or time.time_ns(), w=4, h=4,
+        rx=rx,
+    )  # fmt: skip
     return Frame(h, b"")
 
 
@@ -67,7 +68,7 @@ def test_latest_frame_buffer_keeps_newest_and_round_robins() -> None:
     assert buf.put(_frame("c/a", 1, 10)) is None
     replaced = buf.put(_frame("c/a", 2, 20))
     assert replaced is not None and replaced.header.seq == 1  # the stale one is reported
-    assert buf.put(_frame("c/a", 0, 5)).header.seq == 0  # older than held: itself skipped
+    assert buf.put(_frame("c/a", 0, 5)).header.seq == 0  # ingest saw it earlier: skipped
     for cam in ("c/b", "c/c"):
         buf.put(_frame(cam, 1))
     first = buf.take(2, timeout=0)
@@ -80,6 +81,24 @@ def test_latest_frame_buffer_keeps_newest_and_round_robins() -> None:
     t0 = time.monotonic()
     buf.take(1, timeout=0)
     assert buf.take(1, timeout=0.05) == [] and time.monotonic() - t0 < 2
+
+
+def test_an_agent_clock_cannot_pin_an_old_frame_or_steer_times() -> None:
+    """Agent timestamps are never compared: a frame stamped one hour ahead by a
+    fast agent clock is replaced by the next frame, and ``ts`` of records comes
+    from ingest's ``rx`` (or the worker's receive time), not from the agent."""
+    hour = 3600 * 10**9
+    buf = LatestFrameBuffer()
+    buf.put(_frame("c/a", 1, ts=time.time_ns() + hour))  # the agent's clock jumped ahead
+    replaced = buf.put(_frame("c/a", 2, ts=time.time_ns()))  # ...and was corrected
+    assert replaced is not None and replaced.header.seq == 1
+    assert [f.header.seq for f in buf.take(1, timeout=0)] == [2]
+
+    fast = _frame("c/a", 3, ts=time.time_ns() + hour)
+    assert abs(fast.rx_time - time.time()) < 5 and abs(fast.ts_ms / 1000 - time.time()) < 5
+    assert fast.capture_ts_ms // 1000 - int(time.time()) >= 3590  # kept for display only
+    stamped = _frame("c/a", 4, rx=1_700_000_000 * 10**9, ts=time.time_ns() + hour)
+    assert stamped.rx_time == 1_700_000_000 and stamped.ts_ms == 1_700_000_000_000
 
 
 class RecordingProcessor(Processor):
