@@ -24,6 +24,7 @@ from shared.config import Section
 
 DEFAULT_TRIGGER_CLASSES = ["person", "car", "truck", "bus", "motorcycle", "bicycle"]
 DEFAULT_EVENT_TYPES = ["object_entered", "face_recognized"]
+DEFAULT_PROVIDER = "gemini"
 
 
 class GeminiProviderConfig(Section):
@@ -165,6 +166,16 @@ class AnalystConfig(Section):
     concurrency: int = Field(
         2, ge=1, le=32, description="Analyses running at once (API calls are off the frame path)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_provider_type(cls, data: object) -> object:
+        """``SENTRI_ANALYST__PROVIDER__BASE_URL=...`` alone (or a ``provider:`` block
+        without ``type``) sets fields of the default provider, merged with its defaults."""
+        provider = data.get("provider") if isinstance(data, dict) else None
+        if isinstance(data, dict) and isinstance(provider, dict) and "type" not in provider:
+            data = {**data, "provider": {"type": DEFAULT_PROVIDER, **provider}}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> AnalystConfig:
