@@ -341,6 +341,9 @@ class CameraStats:
     skipped: int = 0
     latency_ewma_ms: float = 0.0
     recent: deque = field(default_factory=lambda: deque(maxlen=64))  # processed times
+    #: The service's own per-camera counters (``WorkerRuntime.count``), e.g. faces'
+    #: ``frames_gated``; shown with the runtime's in ``worker_stats:<service>``.
+    counters: dict[str, float] = field(default_factory=dict)
 
     def fps(self, now: float, window: float = 5.0) -> float:
         n = sum(1 for t in self.recent if now - t <= window)
@@ -497,6 +500,18 @@ class WorkerRuntime:
                 st = self.stats.setdefault(cam, CameraStats())
         return st
 
+    def count(self, camera_id: str, name: str, n: float = 1) -> None:
+        """Add ``n`` to a service counter of a camera (written with the runtime's stats)."""
+        st = self._cam_stats(camera_id)
+        with self._stats_lock:
+            st.counters[name] = st.counters.get(name, 0) + n
+
+    def counters(self, camera_id: str) -> dict[str, float]:
+        """A copy of a camera's service counters."""
+        st = self._cam_stats(camera_id)
+        with self._stats_lock:
+            return dict(st.counters)
+
     def _skip(self, frame: Frame) -> None:
         self._cam_stats(frame.camera_id).skipped += 1
         metrics.WORKER_FRAMES_SKIPPED.labels(self.service, frame.camera_id).inc()
@@ -608,6 +623,7 @@ class WorkerRuntime:
                     "skipped": st.skipped,
                     "latency_ms": round(st.latency_ewma_ms, 1),
                     "updated": round(now, 3),
+                    "counters": self.counters(cam),
                 }
             )
         if mapping:

@@ -135,11 +135,8 @@ class DetectorProcessor(Processor):
     def process_batch(self, frames: list[Frame]) -> None:
         runtime, backend = self.runtime, self.backend
         assert runtime is not None and backend is not None, "setup() not called"
-        owned = runtime.owned
         batch: list[tuple[Frame, np.ndarray]] = []
-        for f in frames:
-            if f.camera_id not in owned:
-                continue  # in flight while the camera moved away
+        for f in frames:  # the runtime hands over owned cameras' frames only
             img = f.image()  # capped, checked and counted by the runtime
             if img is None:
                 continue
