@@ -7,7 +7,9 @@ buffer and round-robin batching; this module only turns a batch of frames into
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -41,8 +43,25 @@ def load_backend(config: DetectorConfig, state_dir: str | Path) -> Backend:
     )
     model = resolve_model(config.model, state_dir)
     backend = create_backend(config, model, Path(state_dir))
-    backend.load()
-    backend.warmup()
+    try:
+        backend.load()
+        backend.warmup()
+    except Exception as exc:
+        cached = backend.cached_export
+        if cached is None or not cached.exists():
+            raise
+        # A cached export that does not load (truncated by a crash or a full disk)
+        # must not crash-loop the detector: throw it away and export again, once.
+        log.warning(
+            "cached model export is corrupt; deleting it and exporting again",
+            extra={"path": str(cached), "error": str(exc)[:300]},
+        )
+        with contextlib.suppress(Exception):  # half loaded: release what it holds
+            backend.close()
+        shutil.rmtree(cached) if cached.is_dir() else cached.unlink()
+        backend = create_backend(config, model, Path(state_dir))
+        backend.load()
+        backend.warmup()
     took = time.monotonic() - t0
     metrics.MODEL_LOAD_SECONDS.set(took)
     log.info(
@@ -167,9 +186,7 @@ class DetectorProcessor(Processor):
             tracker = self.trackers[frame.camera_id] = CameraTracker(
                 frame.camera_id, self.config.tracker
             )
-        det, events = tracker.update(
-            det, width=w, height=h, ts_ms=frame.ts_ms, jpeg=frame.jpeg
-        )
+        det, events = tracker.update(det, width=w, height=h, ts_ms=frame.ts_ms, jpeg=frame.jpeg)
         reported = det[det.confidence >= self.config.confidence].top_k(self.config.max_objects)
         record = detection_record(
             frame,
