@@ -142,7 +142,7 @@ class Analyzer:
 
     def _request(self, ctx: SceneContext, job: AnalysisJob) -> tuple[AnalysisRequest, str | None]:
         frame = job.frame
-        captured = frame.capture_time if frame is not None else None
+        captured = frame.rx_time if frame is not None else None  # the cluster clock
         if frame is not None and frame.dimensions() is None:
             # Refused by the runtime's pixel cap / header check (already counted).
             prompt = build_prompt(ctx, captured_at=captured)
