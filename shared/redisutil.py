@@ -172,13 +172,18 @@ class EmbeddedRedis:
 
     def command(self) -> list[str]:
         """The ``redis-server`` command line (the same on every restart)."""
+        # The password goes into a 0600 config file, not onto the command line (ps).
+        auth = self.data_dir / "auth.conf"
+        fd = os.open(auth, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f'requirepass "{self.password}"\n')
         args = [
             find_redis_server(),
+            str(auth),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--protected-mode", "yes",
             "--dir", str(self.data_dir),
-            "--requirepass", self.password,
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", str(self.data_dir / "redis.log"),
