@@ -225,6 +225,12 @@ def _run(
                 extra={"service": svc.name},
             )
     names = {s.name for s in runnable}
+    # One host, several services: each gets its own metrics port from the base.
+    metrics_ports = (
+        {svc.name: general.metrics_port + i for i, svc in enumerate(runnable)}
+        if general.metrics_port
+        else {}
+    )
 
     # Ports first: a taken port fails now, clearly, not as a restart loop later.
     wanted_ports = []
@@ -302,7 +308,8 @@ def _run(
             "ingest": {"frame_port": ingest_cfg.frame_port, "control_port": ingest_cfg.control_port,
                        "pub_port": ingest_cfg.pub_port, "bind_host": ingest_cfg.bind_host},
             "gateway": {"port": gateway_cfg.port, "url": dashboard} if "gateway" in names else None,
-            "services": sorted(names) + (["edge-demo"] if args.demo else []),
+            "services": [s.name for s in runnable] + (["edge-demo"] if args.demo else []),
+            "metrics_ports": metrics_ports,
         })  # fmt: skip
         wrote_runtime = True
 
@@ -323,12 +330,11 @@ def _run(
             env["SENTRI_GATEWAY__PORT"] = str(args.gateway_port)
 
         py = sys.executable
-        for i, svc in enumerate(runnable):
+        for svc in runnable:
             extra = ["--insecure"] if svc.name == "ingest" and args.insecure else []
             child_env = env
-            if general.metrics_port:
-                # One host, several services: each gets its own metrics port from the base.
-                child_env = {**env, "SENTRI_GENERAL__METRICS_PORT": str(general.metrics_port + i)}
+            if svc.name in metrics_ports:
+                child_env = {**env, "SENTRI_GENERAL__METRICS_PORT": str(metrics_ports[svc.name])}
             sup.add(Child(svc.name, [py, "-m", svc.module, *extra], child_env, svc.tier),
                     start=False)  # fmt: skip
         if args.demo:
