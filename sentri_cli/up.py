@@ -49,7 +49,13 @@ from shared.config import (
 )
 from shared.keys import Keys
 from shared.logs import setup_logging
-from shared.redisutil import EmbeddedRedis, connect, redact_url, wait_for_redis
+from shared.redisutil import (
+    EmbeddedRedis,
+    connect,
+    memory_bound_problems,
+    redact_url,
+    wait_for_redis,
+)
 from shared.security import AgentKeyStore, fingerprint, load_or_create_keypair
 
 log = logging.getLogger("sentri.up")
@@ -265,6 +271,14 @@ def _run(
             except TimeoutError as exc:
                 print(f"sentri up: {exc}", file=sys.stderr)
                 return 1
+            probe = connect(redis_url)
+            try:
+                for problem in memory_bound_problems(probe):
+                    log.warning(f"external redis: {problem}; see docs/operations.md (Redis bounds)")
+            except redis.RedisError as exc:
+                log.warning("external redis: cannot check memory bounds", extra={"error": str(exc)})
+            finally:
+                probe.close()
         else:
             embedded = EmbeddedRedis(
                 state_dir / "redis",

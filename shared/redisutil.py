@@ -128,6 +128,23 @@ SAFE_MAXMEMORY_POLICIES = (
 )  # fmt: skip
 
 
+def memory_bound_problems(r: redis.Redis) -> list[str]:
+    """What is wrong with a Redis server's memory bounds (empty: bounded, and nothing
+    without a TTL can be evicted).  A server that refuses CONFIG GET (managed Redis)
+    yields nothing: it cannot be checked from here."""
+    try:
+        conf = r.config_get("maxmemory*")
+    except redis.ResponseError:
+        return []
+    problems = []
+    if int(conf.get("maxmemory", 0) or 0) == 0:
+        problems.append("no maxmemory: Redis memory is unbounded")
+    policy = conf.get("maxmemory-policy", "")
+    if policy and policy not in SAFE_MAXMEMORY_POLICIES:
+        problems.append(f"maxmemory-policy {policy} can evict streams (use noeviction)")
+    return problems
+
+
 class EmbeddedRedis:
     """A private ``redis-server`` on a free loopback port.
 

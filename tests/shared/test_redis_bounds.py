@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from shared.config import ConfigError, RedisConfig, load_section
-from shared.redisutil import EmbeddedRedis, connect, wait_for_redis
+from shared.redisutil import EmbeddedRedis, connect, memory_bound_problems, wait_for_redis
 
 
 def _run_bounded(fn, limit: float):
@@ -122,3 +122,15 @@ def test_config_refuses_a_policy_that_evicts_streams(monkeypatch) -> None:
     monkeypatch.setenv("SENTRI_REDIS__MAXMEMORY", "2gb")
     cfg = load_section(RedisConfig, "redis")
     assert (cfg.maxmemory, cfg.maxmemory_policy) == ("2gb", "volatile-ttl")
+
+
+def test_memory_bound_problems_of_an_external_server(tmp_path) -> None:
+    with EmbeddedRedis(tmp_path / "r") as server:
+        r = connect(server.url)
+        assert memory_bound_problems(r) == []
+        r.config_set("maxmemory", "0")
+        r.config_set("maxmemory-policy", "allkeys-lru")
+        problems = memory_bound_problems(r)
+        assert any("unbounded" in p for p in problems)
+        assert any("allkeys-lru can evict streams" in p for p in problems)
+        r.close()
