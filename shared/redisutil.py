@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
@@ -55,6 +57,27 @@ def connect(
         socket_keepalive=True,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+        retry_on_error=[redis.ConnectionError],
+    )
+
+
+def connect_async(
+    url: str,
+    *,
+    decode: bool = True,
+    timeout: float = 5.0,
+    socket_timeout: float = SOCKET_TIMEOUT_S,
+    retries: int = 3,
+) -> aredis.Redis:
+    """The asyncio twin of :func:`connect`, with the same bounds (for the gateway)."""
+    return aredis.Redis.from_url(
+        url,
+        decode_responses=decode,
+        socket_connect_timeout=timeout,
+        socket_timeout=socket_timeout,
+        socket_keepalive=True,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries),
         retry_on_error=[redis.ConnectionError],
     )
 

@@ -12,7 +12,13 @@ import pytest
 import redis
 
 from shared.config import ConfigError, RedisConfig, load_section
-from shared.redisutil import EmbeddedRedis, connect, memory_bound_problems, wait_for_redis
+from shared.redisutil import (
+    EmbeddedRedis,
+    connect,
+    connect_async,
+    memory_bound_problems,
+    wait_for_redis,
+)
 
 
 def _run_bounded(fn, limit: float):
@@ -134,3 +140,17 @@ def test_memory_bound_problems_of_an_external_server(tmp_path) -> None:
         assert any("unbounded" in p for p in problems)
         assert any("allkeys-lru can evict streams" in p for p in problems)
         r.close()
+
+
+def test_async_client_call_to_a_silent_server_times_out(silent_listener) -> None:
+    import asyncio
+
+    async def ping() -> object:
+        r = connect_async(f"redis://:pw@127.0.0.1:{silent_listener}/0", socket_timeout=0.5)
+        try:
+            return await r.ping()
+        finally:
+            await r.aclose()
+
+    result, _ = _run_bounded(lambda: asyncio.run(ping()), limit=20)
+    assert isinstance(result, redis.TimeoutError), result
