@@ -51,6 +51,7 @@ def start_up(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "sentri_cli.main", "up", *args],
         env=env, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own group, like a shell job: Ctrl-C goes to the group
     )  # fmt: skip
 
 
@@ -109,13 +110,15 @@ def test_runtime_file_lock_supervised_redis_and_clean_stop(env, home, tmp_path) 
         assert up.poll() is None
         r.close()
     finally:
-        up.send_signal(signal.SIGINT)
+        # Ctrl-C in a terminal: SIGINT to the foreground process group, i.e. `sentri up`'s.
+        os.killpg(up.pid, signal.SIGINT)
         code = up.wait(60)
     out = (tmp_path / "up.log").read_text()
     assert code == 0, out[-3000:]
     assert not runtime.exists(), "runtime file left behind after a clean stop"
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert "order=ingest,redis" in out
+    assert "Traceback" not in out, out[-3000:]  # Redis outlived ingest: no failed final writes
     # Without a running `sentri up`, the tools say so.
     res = sentri("status", env=env)
     assert res.returncode == 2 and "no `sentri up` running" in res.stderr
