@@ -125,3 +125,18 @@ def resolve_redis(
         return url, prefix, "config"
     info = read_runtime(Path(state_dir).expanduser())
     return info["redis_url"], str(info.get("redis_prefix") or prefix), RUNTIME_FILE
+
+
+def up_summary(info: dict[str, Any]) -> str:
+    """One or two lines about the running ``sentri up`` (for ``sentri status``)."""
+    children = info.get("children") or {}
+    parts = []
+    for name, st in children.items():
+        state = "running" if st.get("pid") else "restarting"
+        restarts = st.get("restarts") or 0
+        parts.append(f"{name} {state}" + (f" ({restarts} restarts)" if restarts else ""))
+    gateway = info.get("gateway") or {}
+    head = f"sentri up (pid {info.get('pid')})"
+    if gateway.get("url"):
+        head += f", dashboard {gateway['url']}"
+    return head + ("\n  " + ", ".join(parts) if parts else "")

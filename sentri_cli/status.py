@@ -5,10 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import redis
 
-from sentri_cli.runtime import RuntimeUnavailable, resolve_redis
+from sentri_cli.runtime import (
+    RUNTIME_FILE,
+    RuntimeUnavailable,
+    read_runtime,
+    resolve_redis,
+    up_summary,
+)
 from shared.config import ConfigError, GeneralConfig, IngestConfig, RedisConfig, load_section
 from shared.keys import Keys
 from shared.redisutil import connect
@@ -48,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     except redis.RedisError as exc:
         print(f"sentri status: cannot reach Redis: {exc}", file=sys.stderr)
         return 1
+    if _source == RUNTIME_FILE:
+        print(up_summary(read_runtime(Path(general.state_dir).expanduser())))
     if not clients:
         print("No clients registered. Start an agent: sentri-edge --server HOST --source demo:bus")
         return 0

@@ -124,6 +124,13 @@ class Supervisor:
             if c.proc is None:
                 c.start()
 
+    def state(self) -> dict[str, dict[str, int | None]]:
+        """Each child's pid (None while it waits for a restart) and restart count."""
+        return {
+            c.name: {"pid": c.proc.pid if c.running() else None, "restarts": c.restarts}
+            for c in self.children
+        }
+
     def fail(self, message: str, code: int) -> None:
         if self.failure is None:
             self.failure, self.exit_code = message, code

@@ -312,7 +312,7 @@ def _run(
         pub_endpoint = f"tcp://{host}:{ingest_cfg.pub_port}"
         gw_host = "127.0.0.1" if gateway_cfg.host in ("0.0.0.0", "", "::") else gateway_cfg.host
         dashboard = f"http://{gw_host}:{gateway_cfg.port}"
-        write_runtime(state_dir, {
+        runtime = {
             "pid": os.getpid(),
             "started_at": time.time(),
             "redis_url": redis_url,
@@ -324,7 +324,8 @@ def _run(
             "gateway": {"port": gateway_cfg.port, "url": dashboard} if "gateway" in names else None,
             "services": [s.name for s in runnable] + (["edge-demo"] if args.demo else []),
             "metrics_ports": metrics_ports,
-        })  # fmt: skip
+        }  # fmt: skip
+        write_runtime(state_dir, runtime)
         wrote_runtime = True
 
         env = dict(os.environ)
@@ -374,6 +375,18 @@ def _run(
                                  ingest_cfg.control_port, keys_dir, dashboard)  # fmt: skip
         print(f"\n  Sentri is starting: {started}", flush=True)
         banner = [False]
+        published: list[object] = [None]
+
+        def publish_state() -> None:
+            # Children's pids and restart counts, for `sentri status`.
+            state = sup.state()
+            if state != published[0]:
+                published[0] = state
+                write_runtime(state_dir, {**runtime, "children": state})
+
+        def tick() -> None:
+            publish_state()
+            announce()
 
         def announce() -> None:
             # The dashboard URL only once the gateway really answers on it.
@@ -388,7 +401,8 @@ def _run(
                             f"through {state_dir}/runtime.json", "  Ctrl-C stops everything.\n"]  # fmt: skip
             print("\n" + "\n".join(lines), flush=True)
 
-        sup.run(on_tick=announce)
+        publish_state()
+        sup.run(on_tick=tick)
     finally:
         log.info("stopping")
         sup.stop_all()

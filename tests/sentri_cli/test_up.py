@@ -88,6 +88,7 @@ def test_runtime_file_lock_supervised_redis_and_clean_stop(env, home, tmp_path) 
         # Operators' tools find this Redis without flags.
         res = sentri("status", env=env)
         assert res.returncode == 0 and "No clients registered" in res.stdout, res.stderr
+        assert f"sentri up (pid {up.pid})" in res.stdout and "ingest running" in res.stdout
         r.xadd("sentri:stream:events", {"type": "object_entered", "data": '{"type": "x"}'})
         res = sentri("events", "--group", "ops", env=env)
         assert res.returncode == 0 and '"type": "x"' in res.stdout, res.stderr
@@ -106,6 +107,9 @@ def test_runtime_file_lock_supervised_redis_and_clean_stop(env, home, tmp_path) 
                        what="redis restarted")  # fmt: skip
         wait_for(lambda: _pings(r), 15, what="redis answering on the same URL")
         assert r.get("sentri:probe") == "kept"
+        # `sentri status` shows what runs under this `sentri up`, with restarts.
+        wait_for(lambda: "redis running (1 restarts)" in sentri("status", env=env).stdout, 30,
+                 interval=0.5, what="status showing the restart")  # fmt: skip
         children.append(new)
         assert up.poll() is None
         r.close()
