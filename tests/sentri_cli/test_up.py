@@ -157,3 +157,34 @@ def test_a_child_with_a_configuration_error_stops_everything(env, tmp_path) -> N
     assert "analyst exited with a configuration error (exit code 2)" in res.stderr
     assert "msg=restarting" not in out and "Dashboard" not in out
     assert not (tmp_path / "home" / ".local" / "state" / "sentri" / "runtime.json").exists()
+
+
+def test_killed_supervisor_takes_its_children_along(env, home, tmp_path) -> None:
+    """kill -9 of `sentri up`: Redis and ingest get the parent-death signal, the lock
+    is free again, and the left-over runtime file is reported as stale."""
+    runtime = home / ".local" / "state" / "sentri" / "runtime.json"
+    up = start_up(env, tmp_path / "up.log", "--only", "ingest")
+    try:
+        wait_for(lambda: "ingest ready" in (tmp_path / "up.log").read_text() or up.poll(), 60,
+                 what="ingest ready")  # fmt: skip
+        assert up.poll() is None, (tmp_path / "up.log").read_text()
+        children = psutil.Process(up.pid).children(recursive=True)
+        assert len(children) == 2  # redis-server and ingest
+    finally:
+        up.kill()
+        up.wait(10)
+    wait_for(lambda: not [c for c in children if c.is_running()
+                          and c.status() != psutil.STATUS_ZOMBIE], 15,
+             what="children gone with their supervisor")  # fmt: skip
+    assert runtime.exists()
+    res = sentri("status", env=env)
+    assert res.returncode == 2 and "stale" in res.stderr, res.stderr
+    # The lock died with it: a new `sentri up` starts on the same state dir.
+    again = start_up(env, tmp_path / "again.log", "--only", "ingest")
+    try:
+        wait_for(lambda: "ingest ready" in (tmp_path / "again.log").read_text() or again.poll(),
+                 60, what="second start")  # fmt: skip
+        assert again.poll() is None, (tmp_path / "again.log").read_text()
+    finally:
+        os.killpg(again.pid, signal.SIGINT)
+        assert again.wait(60) == 0
