@@ -56,7 +56,11 @@ def connect(
         socket_timeout=socket_timeout,
         socket_keepalive=True,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+        retry=Retry(
+            ExponentialBackoff(cap=1.0, base=0.05),
+            retries,
+            supported_errors=(redis.ConnectionError,),
+        ),
         retry_on_error=[redis.ConnectionError],
     )
 
@@ -77,7 +81,11 @@ def connect_async(
         socket_timeout=socket_timeout,
         socket_keepalive=True,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        retry=AsyncRetry(ExponentialBackoff(cap=1.0, base=0.05), retries),
+        retry=AsyncRetry(
+            ExponentialBackoff(cap=1.0, base=0.05),
+            retries,
+            supported_errors=(redis.ConnectionError,),
+        ),
         retry_on_error=[redis.ConnectionError],
     )
 
