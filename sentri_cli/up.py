@@ -69,6 +69,13 @@ INGEST_KEY, AGENT_KEY = "ingest", "edge"
 __all__ = ["Child", "Supervisor", "main"]
 
 
+def _restart_limit(text: str) -> int:
+    n = int(text)
+    if not 0 <= n <= 1000:
+        raise argparse.ArgumentTypeError("must be between 0 and 1000")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="sentri up",
@@ -87,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip a service (repeatable), e.g. --without faces")  # fmt: skip
     p.add_argument("--gateway-port", type=int, help="HTTP port of the gateway (default 5002)")
     p.add_argument("--log-level", default=None, help="DEBUG, INFO, WARNING or ERROR")
-    p.add_argument("--max-restarts", type=int, default=5, metavar="N",
+    p.add_argument("--max-restarts", type=_restart_limit, default=5, metavar="N",
                    help="give up (stop everything, exit 1) when a service exits N+1 times in a "
                         "row, each within 60 s of its start (default 5)")  # fmt: skip
     p.add_argument("--insecure", action="store_true",
