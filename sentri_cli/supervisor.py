@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -35,13 +36,16 @@ EXIT_CONFIG = 2
 PR_SET_PDEATHSIG = 1
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+#: prctl exists on Linux only; elsewhere children just lack the parent-death signal.
+_prctl = getattr(_libc, "prctl", None) if sys.platform.startswith("linux") else None
 
 
 def _die_with_parent(parent_pid: int) -> Callable[[], None]:
     """preexec_fn: SIGTERM this child when the supervisor (the forking thread) dies."""
 
     def preexec() -> None:
-        _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
 
