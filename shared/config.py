@@ -88,6 +88,19 @@ class RedisConfig(Section):
     events_maxlen: int = Field(
         100_000, ge=100, le=10_000_000, description="Approximate MAXLEN of the events stream."
     )
+    maxmemory: str = Field(
+        "1gb",
+        pattern=r"^[0-9]+(b|kb|mb|gb)?$",
+        max_length=16,
+        description="maxmemory of the embedded redis-server of `sentri up` (e.g. 512mb, 2gb; "
+        "0 = unbounded, not recommended). External Redis: set it on the server.",
+    )
+    maxmemory_policy: str = Field(
+        "noeviction",
+        pattern=r"^(noeviction|volatile-(lru|lfu|ttl|random))$",
+        description="Eviction policy of the embedded redis-server: noeviction (default: "
+        "writes fail loudly when full) or a volatile-* policy; allkeys-* would evict streams.",
+    )
 
 
 class IngestConfig(Section):
