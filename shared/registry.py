@@ -118,6 +118,26 @@ def register_client(
     return cam_ids
 
 
+def add_camera(
+    r: redis.Redis, keys: Keys, client_id: str, camera: dict[str, Any], camera_count: int
+) -> str:
+    """Store one camera that appeared after its client registered (hot-plug).
+
+    Writes only that camera (not the client's whole list) and the client's count.
+    """
+    cam_id = f"{client_id}/{camera['name']}"
+    pipe = r.pipeline()
+    pipe.hset(
+        keys.camera(cam_id), mapping=_flat({"camera_id": cam_id, "client_id": client_id, **camera})
+    )
+    pipe.sadd(keys.cameras, cam_id)
+    pipe.sadd(keys.client_cameras(client_id), cam_id)
+    pipe.hset(keys.client(client_id), "camera_count", str(camera_count))
+    pipe.execute()
+    notify(r, keys, "camera_added", client_id=client_id, camera_id=cam_id)
+    return cam_id
+
+
 def update_camera(r: redis.Redis, keys: Keys, camera_id: str, fields: dict[str, Any]) -> None:
     if r.sismember(keys.cameras, camera_id):
         r.hset(keys.camera(camera_id), mapping=_flat(fields))

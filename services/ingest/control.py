@@ -9,6 +9,7 @@ ROUTER socket; registry writes are queued to the :class:`RegistryWriter`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +19,7 @@ import zmq
 from services.ingest import metrics as m
 from services.ingest.sessions import Session
 from shared import registry
+from shared.ingest_limits import AGENT_STAT_NAMES
 from shared.protocol import (
     AGENT_TO_INGEST,
     ProtocolError,
@@ -25,7 +27,7 @@ from shared.protocol import (
     encode_control,
     make_camera_id,
 )
-from shared.security import fingerprint
+from shared.security import ClientLimitReached, fingerprint
 
 if TYPE_CHECKING:
     from services.ingest.server import IngestServer
@@ -45,6 +47,9 @@ class ControlPlane:
         self.srv = server
         self.sessions = server.sessions
         self.client_keys: dict[str, str] = {}  # client_id -> bound key (cache)
+        self.limits = server.cfg.limits
+        #: Latest key statuses from the key cache's refresher (swapped in whole).
+        self._key_statuses: dict[str, str] | None = None
 
     # ----------------------------------------------------------------- receive
     def drain(self, router: zmq.Socket) -> None:
@@ -115,6 +120,38 @@ class ControlPlane:
             log.info("unknown session, asking agent to register", extra={"client_id": client_id})
         return encode_control("reregister", reason="unknown session")
 
+    def tick(self) -> None:
+        """Periodic work of the control thread: key revocations, session expiry."""
+        self.apply_key_statuses()
+        self.expire_sessions()
+
+    def keys_refreshed(self, statuses: dict[str, str]) -> None:
+        """Called by the key refresher thread; applied by the control thread."""
+        self._key_statuses = statuses
+
+    def apply_key_statuses(self) -> None:
+        """Forget bindings of keys no longer approved (rejected or deleted) and end
+        their sessions, so the freed client id can be registered by another key."""
+        statuses, self._key_statuses = self._key_statuses, None
+        if statuses is None:
+            return
+        for cid, key in list(self.client_keys.items()):
+            if statuses.get(key) != "approved":
+                del self.client_keys[cid]
+                log.info(
+                    "client id released: its key is no longer approved",
+                    extra={"client_id": cid, "fingerprint": fingerprint(key)},
+                )
+        for session in self.sessions.all():
+            if session.key is not None and statuses.get(session.key) != "approved":
+                self.sessions.end(session)
+                self.srv.count("sessions_revoked")
+                log.warning(
+                    "session ended: agent key revoked",
+                    extra={"client_id": session.client_id, "fingerprint": fingerprint(session.key)},
+                )
+        m.CLIENTS_CONNECTED.set(len(self.sessions))
+
     def expire_sessions(self) -> None:
         for session in self.sessions.expire(self.srv.cfg.offline_after_s):
             log.info(
@@ -129,6 +166,10 @@ class ControlPlane:
         if key is None or srv.key_store is None:
             srv.reject("control", "no_client_key", client_id)
             return False
+        if srv.key_cache is not None and not srv.key_cache.approved(key):
+            # Rejected or deleted since its connection was accepted.
+            srv.reject("control", "key_not_approved", client_id, client_id=client_id)
+            return False
         bound = self.client_keys.get(client_id)
         if bound is None:
             try:  # one Redis round trip per new client id, never per frame
@@ -136,6 +177,13 @@ class ControlPlane:
                     bound = self.client_keys[client_id] = key
                 else:
                     bound = srv.key_store.key_for_client(client_id)
+            except ClientLimitReached:
+                srv.reject(
+                    "control", "too_many_clients_per_key", client_id,
+                    client_id=client_id, fingerprint=fingerprint(key),
+                    limit=self.limits.clients_per_key,
+                )  # fmt: skip
+                return False
             except redis.RedisError as exc:
                 srv.reject("control", "key_check_unavailable", str(exc))
                 return False
@@ -172,6 +220,12 @@ class ControlPlane:
         info = {k: msg.get(k) for k in ("client_id", "hostname", "platform", "version", "agent")}
         cameras: list[dict[str, Any]] = msg["cameras"]
         client_id = info["client_id"]
+        if len(cameras) > self.limits.cameras_per_client:
+            srv.reject(
+                "control", "too_many_cameras", client_id,
+                client_id=client_id, limit=self.limits.cameras_per_client,
+            )  # fmt: skip
+            return encode_control("reregister", reason="too many cameras")
         if (
             len(self.sessions) >= MAX_SESSIONS
             and self.sessions.by_client(client_id) is None
@@ -200,11 +254,7 @@ class ControlPlane:
         session = self.session_for(routing_id, client_id)
         if session is None:
             return self.reregister(client_id)
-        agent_stats = {
-            make_camera_id(client_id, name): {f"agent_{k}": v for k, v in st.items()}
-            for name, st in msg["stats"].items()
-            if name in session.cameras
-        }
+        agent_stats = self.agent_stats(client_id, session, msg["stats"])
 
         info, cams = dict(session.info), list(session.cameras.values())
 
@@ -219,6 +269,27 @@ class ControlPlane:
 
         srv.writer.submit(f"heartbeat {client_id}", write, key=f"heartbeat:{client_id}")
         return encode_control("ack")
+
+    def agent_stats(
+        self, client_id: str, session: Session, stats: dict[str, dict[str, float]]
+    ) -> dict[str, dict[str, float]]:
+        """Edge stats to store: known cameras, known stat names, finite bounded values."""
+        out: dict[str, dict[str, float]] = {}
+        limit = self.limits.max_stat_value
+        dropped = 0
+        for name, st in stats.items():
+            if name not in session.cameras:
+                continue
+            fields = {}
+            for k, v in st.items():
+                if k in AGENT_STAT_NAMES and math.isfinite(v) and abs(v) <= limit:
+                    fields[f"agent_{k}"] = v
+                else:
+                    dropped += 1
+            out[make_camera_id(client_id, name)] = fields
+        if dropped:
+            self.srv.reject("control", "unknown_stat", f"{dropped} stat(s)", client_id=client_id)
+        return out
 
     def on_camera_info(self, routing_id: bytes, msg: dict[str, Any], _key: str | None) -> bytes:
         srv = self.srv
@@ -236,12 +307,18 @@ class ControlPlane:
                 f"camera_info {cam_id}",
                 lambda: registry.update_camera(srv.redis, srv.keys, cam_id, fields),
             )
-        else:  # a camera that appeared after registration (hot-plugged)
+        elif len(session.cameras) >= self.limits.cameras_per_client:
+            srv.reject(
+                "control", "too_many_cameras", client_id,
+                client_id=client_id, camera=name, limit=self.limits.cameras_per_client,
+            )  # fmt: skip
+            return encode_control("ack", reason="camera refused: too many cameras")
+        else:  # a camera that appeared after registration (hot-plugged): write it alone
             self.sessions.add_camera(session, cam)
-            info, cams = dict(session.info), list(session.cameras.values())
+            count = len(session.cameras)
             srv.writer.submit(
-                f"register {client_id}",
-                lambda: registry.register_client(srv.redis, srv.keys, info, cams),
+                f"add_camera {client_id}/{name}",
+                lambda: registry.add_camera(srv.redis, srv.keys, client_id, cam, count),
             )
             log.info("camera added", extra={"client_id": client_id, "camera": name})
         return encode_control("ack")

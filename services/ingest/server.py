@@ -29,6 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import redis
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -73,7 +74,21 @@ _HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_AUTH,
 )
 _instance_ids = itertools.count()
+#: Registry, commands and housekeeping calls give up on a silent Redis after this long.
+REDIS_TIMEOUT_S = 5.0
+#: Key checks (handshakes, client-id binding) give up on Redis after this long.
+KEY_CHECK_TIMEOUT_S = 0.5
+#: Control messages queued in ZeroMQ before the control thread reads them (per peer).
+CONTROL_RCVHWM = 1000
+#: How often the control thread expires sessions and applies key revocations.
+CONTROL_TICK_S = 0.25
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _with_socket_timeout(client: redis.Redis, timeout_s: float) -> redis.Redis:
+    """Every command on ``client`` fails after ``timeout_s`` against a silent server."""
+    client.connection_pool.connection_kwargs["socket_timeout"] = timeout_s
+    return client
 
 
 def _bind(sock: zmq.Socket, host: str, port: int) -> int:
@@ -114,6 +129,8 @@ class IngestServer:
         self.server_public: str | None = None
         self._auth: CurveAuthenticator | None = None
         self.key_store: AgentKeyStore | None = None
+        #: The ZAP handler's view of key statuses (secure mode), read without Redis.
+        self.key_cache: Any = None
         #: ``ingest.authorized_keys``, read now so a bad entry fails at start.
         self.authorized = AuthorizedKeys(ingest_cfg.authorized_keys)
         if self.secure and ingest_cfg.authorized_keys:
@@ -122,7 +139,11 @@ class IngestServer:
             log.warning("ingest.authorized_keys is ignored: ingest.insecure is true")
         self.redis_cfg = redis_cfg
         self.keys = Keys(redis_cfg.prefix)
-        self.redis = connect(redis_cfg.url, timeout=2.0)
+        self.redis = _with_socket_timeout(connect(redis_cfg.url, timeout=2.0), REDIS_TIMEOUT_S)
+        #: Key checks (ZAP, client-id binding) wait at most this long for Redis.
+        self.key_redis = _with_socket_timeout(
+            connect(redis_cfg.url, timeout=KEY_CHECK_TIMEOUT_S), KEY_CHECK_TIMEOUT_S
+        )
         self.health_interval_s = health_interval_s
         self.cleanup_interval_s = cleanup_interval_s or min(60.0, ingest_cfg.cleanup_after_s)
         self.sessions = SessionTable()
@@ -160,9 +181,19 @@ class IngestServer:
         secret = None
         if self.secure:
             self.server_public, secret = load_or_create_keypair(self.keys_dir, "ingest")
-            self.key_store = AgentKeyStore(self.redis, self.keys)
+            lim = self.cfg.limits
+            self.key_store = AgentKeyStore(
+                self.key_redis, self.keys, clients_per_key=lim.clients_per_key
+            )
             self.housekeeping.apply_authorized_keys(reload=False)  # before any agent can connect
-            self._auth = CurveAuthenticator(self.ctx, self.key_store)  # before any bind
+            self._auth = CurveAuthenticator(  # before any bind
+                self.ctx, self.key_store, refresh_s=lim.key_cache_refresh_s,
+                pending_max=lim.pending_keys_max, pending_per_source=lim.pending_keys_per_source,
+                pending_per_minute=lim.pending_keys_per_minute,
+                pending_ttl_s=lim.pending_key_ttl_s, notice_s=lim.pending_notice_s,
+            )  # fmt: skip
+            self.key_cache = self._auth.provider
+            self._auth.on_refresh.append(self.control.keys_refreshed)
         try:
             pull = self._socket("frame", zmq.PULL)
             if secret:
@@ -178,6 +209,7 @@ class IngestServer:
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
             router.setsockopt(zmq.ROUTER_HANDOVER, 1)
             router.setsockopt(zmq.SNDHWM, 100)
+            router.setsockopt(zmq.RCVHWM, CONTROL_RCVHWM)  # the bounded control queue
             self.control_port = _bind(router, host, self.cfg.control_port)
 
             pub = self._socket("pub", zmq.PUB)
@@ -199,7 +231,8 @@ class IngestServer:
         self._started = True
         self.writer.start()
         for target, name in (
-            (self._io_loop, "io"),
+            (self._frame_loop, "io"),
+            (self._control_loop, "control"),
             (self.commands.run, "commands"),
             (self.housekeeping.run, "housekeeping"),
         ):
@@ -247,13 +280,14 @@ class IngestServer:
             if t is not threading.current_thread():
                 t.join(timeout)
         self._threads.clear()
-        self._close_sockets()  # no-op when the io thread closed them
+        self._close_sockets()
         self.writer.wait_idle(1.0)
         self.writer.stop()
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
         self.redis.close()
+        self.key_redis.close()
         if self._own_ctx:
             self.ctx.term()
         m.CLIENTS_CONNECTED.set(0)
@@ -307,40 +341,55 @@ class IngestServer:
                        "suppressed": suppressed, **ctx},
             )  # fmt: skip
 
-    # ------------------------------------------------------------------ io loop
-    def _io_loop(self) -> None:
-        pull = self._sockets["frame"]
-        router = self._sockets["control"]
-        pub = self._sockets["pub"]
-        cmd = self._sockets["commands"]
+    # ------------------------------------------------------------------- loops
+    def _frame_loop(self) -> None:
+        """``ingest-io``: the frame path only (PULL -> PUB); never waits on Redis."""
+        pull, pub = self._sockets["frame"], self._sockets["pub"]
+        mons = {mon: port for mon, port in self._monitors.items() if port != "control"}
+        self._loop([pull, *mons], lambda ready: self._frame_turn(ready, pull, pub, mons))
+
+    def _frame_turn(self, ready: dict, pull: zmq.Socket, pub: zmq.Socket, mons: dict) -> None:
+        if pull in ready:
+            self.frames.drain(pull, pub)
+        for mon, port in mons.items():
+            if mon in ready:
+                self._drain_monitor(mon, port)
+
+    def _control_loop(self) -> None:
+        """``ingest-control``: sessions, control replies, commands; may wait on Redis
+        (client-id binding) without holding up a single frame."""
+        router, cmd = self._sockets["control"], self._sockets["commands"]
+        mons = {mon: port for mon, port in self._monitors.items() if port == "control"}
+        next_tick = [time.monotonic()]
+
+        def turn(ready: dict) -> None:
+            if router in ready:
+                self.control.drain(router)
+            if cmd in ready:
+                self.commands.drain(cmd, router)
+            for mon, port in mons.items():
+                if mon in ready:
+                    self._drain_monitor(mon, port)
+            now = time.monotonic()
+            if now >= next_tick[0]:
+                next_tick[0] = now + CONTROL_TICK_S
+                self.control.tick()
+
+        self._loop([router, cmd, *mons], turn)
+
+    def _loop(self, socks: list[zmq.Socket], turn: Any) -> None:
         poller = zmq.Poller()
-        for sock in (pull, router, cmd, *self._monitors):
+        for sock in socks:
             poller.register(sock, zmq.POLLIN)
-        next_tick = time.monotonic()
-        try:
-            while not self.stop_event.is_set():
-                ready = dict(poller.poll(100))
-                try:
-                    if pull in ready:
-                        self.frames.drain(pull, pub)
-                    if router in ready:
-                        self.control.drain(router)
-                    if cmd in ready:
-                        self.commands.drain(cmd, router)
-                    for mon, port in self._monitors.items():
-                        if mon in ready:
-                            self._drain_monitor(mon, port)
-                    now = time.monotonic()
-                    if now >= next_tick:
-                        next_tick = now + 1.0
-                        self.control.expire_sessions()
-                except Exception:  # a bug must not take the frame path down
-                    self.count("internal_error")
-                    ok, suppressed = self.burst.should_log("internal_error")
-                    if ok:
-                        log.exception("ingest io loop error", extra={"suppressed": suppressed})
-        finally:
-            self._close_sockets()
+        while not self.stop_event.is_set():
+            ready = dict(poller.poll(100))
+            try:
+                turn(ready)
+            except Exception:  # a bug must not take the frame path down
+                self.count("internal_error")
+                ok, suppressed = self.burst.should_log("internal_error")
+                if ok:
+                    log.exception("ingest loop error", extra={"suppressed": suppressed})
 
     def _drain_monitor(self, mon: zmq.Socket, port: str) -> None:
         while True:
