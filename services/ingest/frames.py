@@ -7,13 +7,21 @@ housekeeping thread.  The JPEG is forwarded without copying.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from services.ingest import metrics as m
-from shared.protocol import ProtocolError, decode_frame, encode_fanout, parse_header
+from shared.protocol import (
+    ProtocolError,
+    decode_frame,
+    encode_fanout,
+    pack_header,
+    parse_header,
+)
 
 if TYPE_CHECKING:
     from services.ingest.server import IngestServer
@@ -40,25 +48,24 @@ class FramePath:
             self.on_frame(parts, pub)
 
     def on_frame(self, parts: list[zmq.Frame], pub: zmq.Socket) -> None:
+        """Validate, authorise, stamp and forward one frame.
+
+        Order matters: the cheap header parse and the session/key check come before
+        anything that walks the JPEG, so an unauthorised peer costs a dict lookup.
+        """
         srv = self.srv
+        rx = time.time_ns()
         views = [p.buffer for p in parts]
+        if len(views) != 2:
+            self._invalid("bad_multipart", f"{len(views)} parts")
+            return
         try:
-            header, jpeg = decode_frame(views, srv.cfg.max_frame_bytes)
+            header = parse_header(views[0])
         except ProtocolError as exc:
-            m.FRAMES_DROPPED.labels("invalid").inc()
-            srv.reject("frame", exc.reason, exc.detail)
-            self._attribute_drop(views)
+            self._invalid(exc.reason, exc.detail)
             return
         cam = header.camera_id
-        registered = srv.sessions.camera_registered(cam)
-        if registered and srv.secure:
-            # Only the key that registered this client may send its frames.
-            session = srv.sessions.by_client(header.client_id)
-            if session is None or session.key != parts[0].get("User-Id"):
-                m.FRAMES_DROPPED.labels("invalid").inc()
-                srv.reject("frame", "key_mismatch", cam)
-                return
-        if not registered:
+        if not srv.sessions.camera_registered(cam):
             m.FRAMES_DROPPED.labels("unregistered").inc()
             srv.count("unregistered")
             ok, suppressed = srv.burst.should_log("unregistered")  # fixed key: bounded
@@ -69,8 +76,23 @@ class FramePath:
                            "suppressed": suppressed},
                 )  # fmt: skip
             return
-        # Forward the original header and JPEG frames: zmq shares the buffers.
-        pub.send_multipart(encode_fanout(cam, parts[0], parts[1]), copy=False)  # type: ignore[arg-type]
+        if srv.secure:
+            # Only the key that registered this client may send its frames.
+            session = srv.sessions.by_client(header.client_id)
+            if session is None or session.key != parts[0].get("User-Id"):
+                self._invalid("key_mismatch", cam, camera_id=cam)
+                return
+        try:  # authorised: now the size check and the JPEG marker walk
+            _, jpeg = decode_frame(views, srv.cfg.max_frame_bytes)
+        except ProtocolError as exc:
+            self._invalid(exc.reason, exc.detail, camera_id=cam)
+            srv.stats.drop(cam)
+            return
+        srv.clocks.observe(header.client_id, rx, header.ts)
+        # The header gains the receive time; the JPEG frame is forwarded as is
+        # (zmq shares its buffer, no copy).
+        stamped = pack_header(dataclasses.replace(header, rx=rx))
+        pub.send_multipart(encode_fanout(cam, stamped, parts[1]), copy=False)  # type: ignore[arg-type]
         nbytes = len(jpeg)
         cm = self._cam_metrics.get(cam)
         if cm is None:
@@ -88,13 +110,6 @@ class FramePath:
             srv.counters["frames_out"] += 1
             srv.counters["bytes_in"] += nbytes
 
-    def _attribute_drop(self, views: list[memoryview]) -> None:
-        """Charge an invalid frame to its camera when the header itself is fine."""
-        if len(views) != 2:
-            return
-        try:
-            header = parse_header(views[0])
-        except ProtocolError:
-            return
-        if self.srv.sessions.camera_registered(header.camera_id):
-            self.srv.stats.drop(header.camera_id)
+    def _invalid(self, reason: str, detail: str, **ctx: str) -> None:
+        m.FRAMES_DROPPED.labels("invalid").inc()
+        self.srv.reject("frame", reason, detail, **ctx)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from services.ingest import metrics as m
 from shared import registry
 from shared.config import ConfigError
 
@@ -33,6 +34,7 @@ class Housekeeping:
         self.srv = server
         self._authorized_pending = False  # set while an apply waits for Redis
         self._authorized_scanned = time.monotonic()
+        self._skewed: set[str] = set()  # clients flagged for their clock (logged once)
 
     def run(self) -> None:
         srv = self.srv
@@ -44,6 +46,7 @@ class Housekeeping:
             "cleanup": srv.cleanup_interval_s,
         }
         jobs = {"stats": self.flush_stats, "health": self.check_health, "cleanup": self.cleanup}
+        due["clocks"], every["clocks"], jobs["clocks"] = now, srv.cfg.stats_interval_s, self.clocks
         if srv.secure and srv.cfg.authorized_keys:
             rescan = srv.cfg.authorized_keys_rescan_s
             due["authorized_keys"] = now + (rescan or AUTHORIZED_RETRY_S)
@@ -141,10 +144,10 @@ class Housekeeping:
             pipe.hmget(srv.keys.client(cid), "last_seen", "status", "offline_at")
         now = time.time()
         for cid, (last_seen, stored, offline_at) in zip(ids, pipe.execute(), strict=True):
-            seen = float(last_seen) if last_seen else None
-            status = registry.health(seen, now, srv.cfg.stale_after_s, srv.cfg.offline_after_s)
-            if offline_at and seen and float(offline_at) >= seen:
-                status = "offline"  # said bye
+            status = registry.client_status(
+                {"last_seen": last_seen, "offline_at": offline_at},
+                now, srv.cfg.stale_after_s, srv.cfg.offline_after_s,
+            )  # fmt: skip
             srv.client_status[cid] = status
             if status != stored:
                 srv.redis.hset(srv.keys.client(cid), "status", status)
@@ -156,6 +159,43 @@ class Housekeeping:
                     "client status changed",
                     extra={"client_id": cid, "status": status, "previous": stored},
                 )
+
+    def clocks(self) -> None:
+        """Publish each agent's clock offset; flag (log once, metric, registry) the
+        agents off by more than ``ingest.limits.max_clock_offset_s``."""
+        srv = self.srv
+        bound = srv.cfg.limits.max_clock_offset_s
+        if srv.key_cache is not None:
+            refused = srv.key_cache.refused_pending
+            for cap, n in refused.items():
+                m.PENDING_KEYS_REFUSED.labels(cap).set(n)
+        offsets = srv.clocks.snapshot()
+        for cid, off in offsets.items():
+            skewed = abs(off) > bound
+            m.AGENT_CLOCK_OFFSET.labels(cid).set(off)
+            m.AGENT_CLOCK_SKEWED.labels(cid).set(1 if skewed else 0)
+            if skewed and cid not in self._skewed:
+                log.warning(
+                    "agent clock is off",
+                    extra={"client_id": cid, "offset_s": round(off, 3), "bound_s": bound},
+                )
+            elif not skewed and cid in self._skewed:
+                log.info(
+                    "agent clock is back in bounds",
+                    extra={"client_id": cid, "offset_s": round(off, 3)},
+                )
+            if skewed:
+                self._skewed.add(cid)
+            else:
+                self._skewed.discard(cid)
+            fields = {"clock_offset_s": round(off, 3), "clock_skewed": skewed}
+            srv.writer.submit(
+                f"clock {cid}",
+                lambda cid=cid, fields=fields: registry.update_client(
+                    srv.redis, srv.keys, cid, fields
+                ),
+                key=f"clock:{cid}",
+            )
 
     def cleanup(self) -> None:
         srv = self.srv

@@ -35,6 +35,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from services.ingest import metrics as m
 from services.ingest.authorized import AuthorizedKeys
+from services.ingest.clock import ClockOffsets
 from services.ingest.commands import CommandRouter
 from services.ingest.control import ControlPlane
 from services.ingest.frames import FramePath
@@ -148,6 +149,7 @@ class IngestServer:
         self.cleanup_interval_s = cleanup_interval_s or min(60.0, ingest_cfg.cleanup_after_s)
         self.sessions = SessionTable()
         self.stats = StatsTable()
+        self.clocks = ClockOffsets(ingest_cfg.limits.clock_window_s)
         self.counters: Counter[str] = Counter()
         self.invalid: Counter[tuple[str, str]] = Counter()
         self.client_status: dict[str, str] = {}
