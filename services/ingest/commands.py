@@ -1,7 +1,8 @@
 """Commands for agents: read from the ``commands`` stream, routed to the agent.
 
-The reader thread (``ingest-commands``) follows the stream in Redis and hands each
-entry over an inproc PAIR socket to the thread that owns the ROUTER, which checks
+The reader thread (``ingest-commands``) follows the stream in Redis with the
+shared :class:`~shared.streams.StreamFollower` and hands each entry over an inproc
+PAIR socket to the thread that owns the ROUTER, which checks
 the command and sends it on the agent's control connection.
 """
 
@@ -11,12 +12,12 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import msgpack
-import redis
 import zmq
 
 from services.ingest import metrics as m
 from shared.keys import STREAM_COMMANDS
 from shared.protocol import INGEST_TO_AGENT, ProtocolError, decode_control, encode_control
+from shared.streams import StreamEntry, StreamFollower
 
 if TYPE_CHECKING:
     from services.ingest.control import ControlPlane
@@ -30,6 +31,13 @@ class CommandRouter:
         self.srv = server
         self.control = control
         self.address = address
+        self.follower = StreamFollower(
+            server.redis, {"commands": server.keys.stream(STREAM_COMMANDS)},
+            count=100, block_ms=200, what="commands",
+        )  # fmt: skip
+        #: Set once the follower knows where the stream ends (commands from then on
+        #: are routed).
+        self.ready = self.follower.ready
 
     # ------------------------------------------------------- ROUTER-owner side
     def drain(self, cmd: zmq.Socket, router: zmq.Socket) -> None:
@@ -86,42 +94,24 @@ class CommandRouter:
 
     # ------------------------------------------------------------- reader thread
     def run(self) -> None:
+        """Follow the commands stream (:class:`shared.streams.StreamFollower`: from its
+        end at start-up, retried with backoff while Redis is away) and pass each entry
+        to the ROUTER owner."""
         srv = self.srv
         pair = srv.ctx.socket(zmq.PAIR)
         pair.setsockopt(zmq.LINGER, 0)
         pair.setsockopt(zmq.SNDTIMEO, 1000)
         pair.connect(self.address)
-        stream = srv.keys.stream(STREAM_COMMANDS)
-        last_id: str | None = None
-        delay = 0.1
+
+        def hand_over(entry: StreamEntry) -> None:
+            try:
+                pair.send(msgpack.packb(entry.fields, use_bin_type=True))
+            except zmq.Again:
+                m.COMMANDS.labels("undeliverable").inc()
+                srv.count("commands_undeliverable")
+                log.warning("control loop busy, command dropped", extra={"id": entry.id})
+
         try:
-            while not srv.stop_event.is_set():
-                try:
-                    if last_id is None:  # "$", resolved once so nothing slips in between
-                        newest = srv.redis.xrevrange(stream, count=1)
-                        last_id = newest[0][0] if newest else "0-0"
-                        srv.commands_ready.set()
-                        log.info("reading commands", extra={"stream": stream, "from": last_id})
-                    resp = srv.redis.xread({stream: last_id}, count=100, block=200)
-                    delay = 0.1
-                except redis.RedisError as exc:
-                    ok, suppressed = srv.burst.should_log("commands_redis")
-                    if ok:
-                        log.warning(
-                            "cannot read commands, retrying",
-                            extra={"error": str(exc), "suppressed": suppressed},
-                        )
-                    srv.stop_event.wait(delay)
-                    delay = min(delay * 2, 2.0)
-                    continue
-                for _stream, entries in resp or []:
-                    for entry_id, fields in entries:
-                        last_id = entry_id
-                        try:
-                            pair.send(msgpack.packb(fields, use_bin_type=True))
-                        except zmq.Again:
-                            m.COMMANDS.labels("undeliverable").inc()
-                            srv.count("commands_undeliverable")
-                            log.warning("io loop busy, command dropped", extra={"id": entry_id})
+            self.follower.run(hand_over, srv.stop_event)
         finally:
             pair.close(0)

@@ -154,8 +154,6 @@ class IngestServer:
         self.invalid: Counter[tuple[str, str]] = Counter()
         self.client_status: dict[str, str] = {}
         self.stop_event = threading.Event()
-        #: Set once the command reader knows where the commands stream ends.
-        self.commands_ready = threading.Event()
         self.frame_port = 0
         self.control_port = 0
         self.pub_port = 0
@@ -172,6 +170,7 @@ class IngestServer:
         self.frames = FramePath(self)
         self.control = ControlPlane(self)
         self.commands = CommandRouter(self, self.control, self._cmd_addr)
+        self.commands_ready = self.commands.ready
         self.housekeeping = Housekeeping(self)
 
     # ------------------------------------------------------------------ public
