@@ -29,7 +29,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import redis
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
@@ -86,12 +85,6 @@ CONTROL_TICK_S = 0.25
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _with_socket_timeout(client: redis.Redis, timeout_s: float) -> redis.Redis:
-    """Every command on ``client`` fails after ``timeout_s`` against a silent server."""
-    client.connection_pool.connection_kwargs["socket_timeout"] = timeout_s
-    return client
-
-
 def _bind(sock: zmq.Socket, host: str, port: int) -> int:
     sock.bind(f"tcp://{host}:{port or '*'}")
     endpoint = sock.getsockopt(zmq.LAST_ENDPOINT).decode()
@@ -140,10 +133,10 @@ class IngestServer:
             log.warning("ingest.authorized_keys is ignored: ingest.insecure is true")
         self.redis_cfg = redis_cfg
         self.keys = Keys(redis_cfg.prefix)
-        self.redis = _with_socket_timeout(connect(redis_cfg.url, timeout=2.0), REDIS_TIMEOUT_S)
+        self.redis = connect(redis_cfg.url, timeout=2.0, socket_timeout=REDIS_TIMEOUT_S)
         #: Key checks (ZAP, client-id binding) wait at most this long for Redis.
-        self.key_redis = _with_socket_timeout(
-            connect(redis_cfg.url, timeout=KEY_CHECK_TIMEOUT_S), KEY_CHECK_TIMEOUT_S
+        self.key_redis = connect(
+            redis_cfg.url, timeout=KEY_CHECK_TIMEOUT_S, socket_timeout=KEY_CHECK_TIMEOUT_S
         )
         self.health_interval_s = health_interval_s
         self.cleanup_interval_s = cleanup_interval_s or min(60.0, ingest_cfg.cleanup_after_s)
