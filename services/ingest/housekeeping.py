@@ -171,6 +171,15 @@ class Housekeeping:
                 m.PENDING_KEYS_REFUSED.labels(cap).set(n)
         offsets = srv.clocks.snapshot()
         for cid, off in offsets.items():
+            if srv.sessions.by_client(cid) is None:  # gone: bounded by live sessions
+                srv.clocks.forget(cid)
+                self._skewed.discard(cid)
+                for gauge in (m.AGENT_CLOCK_OFFSET, m.AGENT_CLOCK_SKEWED):
+                    try:
+                        gauge.remove(cid)
+                    except KeyError:
+                        pass
+                continue
             skewed = abs(off) > bound
             m.AGENT_CLOCK_OFFSET.labels(cid).set(off)
             m.AGENT_CLOCK_SKEWED.labels(cid).set(1 if skewed else 0)
