@@ -220,12 +220,14 @@ class ControlPlane:
         info = {k: msg.get(k) for k in ("client_id", "hostname", "platform", "version", "agent")}
         cameras: list[dict[str, Any]] = msg["cameras"]
         client_id = info["client_id"]
-        if len(cameras) > self.limits.cameras_per_client:
+        cap = self.limits.cameras_per_client
+        refused = len(cameras) - cap
+        if refused > 0:  # keep the first ones (a refusal would make the agent loop)
+            cameras = cameras[:cap]
             srv.reject(
-                "control", "too_many_cameras", client_id,
-                client_id=client_id, limit=self.limits.cameras_per_client,
+                "control", "too_many_cameras", f"{refused} camera(s) refused",
+                client_id=client_id, limit=cap,
             )  # fmt: skip
-            return encode_control("reregister", reason="too many cameras")
         if (
             len(self.sessions) >= MAX_SESSIONS
             and self.sessions.by_client(client_id) is None
@@ -246,6 +248,8 @@ class ControlPlane:
             srv.redis.hdel(srv.keys.client(client_id), "offline_at")
 
         srv.writer.submit(f"register {client_id}", write)
+        if refused > 0:
+            return encode_control("ack", reason=f"registered; {refused} camera(s) over the limit")
         return encode_control("ack", reason="registered")
 
     def on_heartbeat(self, routing_id: bytes, msg: dict[str, Any], _key: str | None) -> bytes:

@@ -39,11 +39,14 @@ def test_camera_info_with_new_names_stops_at_the_camera_cap(make_server, make_ag
     assert after["camera_count"] == 3
     # Only the new camera was written, not the client re-registered with its whole list.
     assert after["registered_at"] == client["registered_at"]
-    # register itself cannot exceed the cap either.
+    # register itself cannot exceed the cap either: the first ones are kept, the
+    # rest refused and counted (an agent told to register again would loop).
     big = make_agent(server, "edge2", cameras=("a", "b", "c", "d"))
     big.send("register", cameras=[{"name": n} for n in big.cameras])
-    assert big.recv()["type"] == "reregister"
-    assert server.sessions.by_client("edge2") is None
+    reply = big.recv()
+    assert reply["type"] == "ack" and "1 camera(s) over the limit" in reply["reason"]
+    assert set(server.sessions.by_client("edge2").cameras) == {"a", "b", "c"}
+    assert server.invalid_count("too_many_cameras") == 8
 
 
 def test_heartbeat_stores_only_known_stat_names(make_server, make_agent, r, keys):
