@@ -186,6 +186,13 @@ class AgentKeyStore:
             return rec
         return self.get(key)
 
+    def touch_pending(self, key: str) -> None:
+        """Update a pending key's ``last_seen`` (the agent is still trying)."""
+        rec = self.get(key)
+        if rec is not None and rec.get("status") == "pending":
+            rec["last_seen"] = time.time()
+            self._put(key, rec)
+
     def announce_pending(self, fingerprints: list[str], *, count: bool = True) -> None:
         """One dashboard notice for a batch of new pending keys (the newest named)."""
         if fingerprints:
@@ -348,6 +355,7 @@ class _KeyCallback:
         self._pending_total = 0
         self._queue: deque[tuple[str, str | None]] = deque()
         self._queued: set[str] = set()
+        self._touch: set[str] = set()  # pending keys seen again (last_seen to update)
         self._total_rate = _TokenBucket(pending_per_minute, max(1, pending_per_minute // 6))
         self._source_rate: dict[str, _TokenBucket] = {}
         self._down_until = 0.0
@@ -382,6 +390,8 @@ class _KeyCallback:
         with self._lock:
             if status is not None:
                 self._status[k] = status
+                if status == "pending" and len(self._touch) < self.pending_max:
+                    self._touch.add(k)  # its last_seen, written off this thread
             else:
                 self._queue_pending(k, self.source, now)
         if status == "approved":
@@ -451,7 +461,12 @@ class _KeyCallback:
             self._down_until = 0.0
 
     def flush_pending(self) -> list[str]:
-        """Record the queued unknown keys as pending; returns their fingerprints."""
+        """Record the queued unknown keys as pending (and the last_seen of pending
+        keys seen again); returns the fingerprints of the new ones."""
+        with self._lock:
+            touch, self._touch = self._touch, set()
+        for key in touch:
+            self.store.touch_pending(key)
         new = []
         while True:
             with self._lock:

@@ -81,6 +81,20 @@ def test_pending_keys_capped_per_source_and_in_total_and_notices_coalesced(r, ke
     assert store.note_pending(_key(), max_pending=8, announce=False) is None
 
 
+def test_a_pending_key_seen_again_gets_a_fresh_last_seen(r, keys) -> None:
+    store = AgentKeyStore(r, keys)
+    zap = _KeyCallback(store)
+    key = _key()
+    zap.callback("sentri", key.encode())
+    zap.flush_pending()
+    first = store.get(key)
+    time.sleep(0.01)  # wall clock must move for last_seen to differ
+    zap.callback("sentri", key.encode())
+    zap.flush_pending()
+    again = store.get(key)
+    assert again["first_seen"] == first["first_seen"] < again["last_seen"]
+
+
 def test_pending_keys_are_throttled_per_source(r, keys) -> None:
     zap = _KeyCallback(AgentKeyStore(r, keys), pending_per_source=50, pending_per_minute=5)
     zap.source = "10.0.0.9"
