@@ -20,3 +20,20 @@ def media(request, tmp_path):
         )
     yield store
     store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path) -> str:
+    """The same event-store suite on SQLite (WAL) and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'events.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(db_url):
+    from shared.eventstore import EventStore
+
+    s = EventStore(db_url)
+    yield s
+    s.close()
