@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, create_engine, event, func, or_, select, tuple_
+from sqlalchemy import and_, create_engine, event, func, or_, select, text, tuple_
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.eventstore.models import Event, Gap, ObjectFace, Segment, TrackedObject
@@ -32,6 +33,7 @@ from shared.storage.media import BadKey, snapshot_key
 
 log = logging.getLogger(__name__)
 
+_MIGRATE_LOCK = threading.Lock()
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 TRACK_TYPES = ("object_entered", "object_left")
 MAX_ID = 64
@@ -131,11 +133,23 @@ class EventStore:
         from alembic import command
         from alembic.config import Config
 
-        cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        # Several processes (archiver, recorder, gateway) may open a new database at
+        # once: PostgreSQL serialises on an advisory lock; SQLite on its write lock,
+        # and a loser retries (the upgrade is then a no-op).
+        for attempt in range(10):
+            try:
+                with _MIGRATE_LOCK, self.engine.begin() as conn:
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(724113)"))
+                    cfg = Config()
+                    cfg.set_main_option("script_location", str(MIGRATIONS))
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                return
+            except (OperationalError, IntegrityError, ProgrammingError):
+                if attempt == 9:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
 
     def close(self) -> None:
         self.engine.dispose()
