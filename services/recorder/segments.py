@@ -29,7 +29,13 @@ class SegmentEncoder:
         st = self._out.add_stream("libx264", rate=Fraction(round(fps * 1000), 1000))
         st.width, st.height, st.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
         st.codec_context.time_base = MS
-        st.options = {"crf": str(crf), "preset": preset, "g": str(max(1, round(fps * 2)))}
+        # No B-frames: decode order = display order, so segments concatenate exactly.
+        st.options = {
+            "crf": str(crf),
+            "preset": preset,
+            "g": str(max(1, round(fps * 2))),
+            "bf": "0",
+        }
         self._stream = st
 
     def add(self, ts_ms: int, image: np.ndarray) -> None:

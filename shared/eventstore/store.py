@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import and_, create_engine, event, func, or_, select, text, tuple_
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from shared.eventstore.models import Event, Gap, ObjectFace, Segment, TrackedObject
@@ -45,7 +45,7 @@ def now_ms() -> int:
 
 def split_stream_id(stream_id: str) -> tuple[int, int]:
     ms, _, seq = str(stream_id).partition("-")
-    return int(ms), int(seq or 0)
+    return min(int(ms), 2**63 - 1), min(int(seq or 0), 2**63 - 1)
 
 
 def object_id_for(rec: dict[str, Any]) -> str:
@@ -64,11 +64,27 @@ def object_id_for(rec: dict[str, Any]) -> str:
     return str(rec["event_id"])[:MAX_ID]
 
 
+def _clean(v: Any) -> Any:
+    """Drop NUL characters (PostgreSQL text refuses them) everywhere in a record."""
+    if isinstance(v, str):
+        return v.replace("\x00", "") if "\x00" in v else v
+    if isinstance(v, dict):
+        return {_clean(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_clean(x) for x in v]
+    return v
+
+
+BIGINT = 2**63 - 1
+
+
 def _int(v: Any) -> int | None:
+    """An int that fits the database's BIGINT, else None."""
     try:
-        return int(v) if v is not None and not isinstance(v, bool) else None
-    except (TypeError, ValueError):
+        x = int(v) if v is not None and not isinstance(v, bool) else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    return x if x is None or -BIGINT <= x <= BIGINT else None
 
 
 def _float(v: Any) -> float | None:
@@ -124,6 +140,7 @@ class EventStore:
                 connect_args={"connect_timeout": 5} if "postgresql" in url else {},
             )
         self.Session = sessionmaker(self.engine, expire_on_commit=False)
+        self.rejected = 0  # records the database refused (skipped, counted)
         if migrate:
             self.migrate()
 
@@ -161,6 +178,7 @@ class EventStore:
         Returns how many events were new.  Already stored event ids are skipped, so
         calling it again with the same entries changes nothing.  Retries once when a
         concurrent archiver inserted the same rows first."""
+        entries = [_clean(e) for e in entries]
         for attempt in range(3):
             try:
                 with self.Session.begin() as s:
@@ -168,7 +186,18 @@ class EventStore:
             except IntegrityError:
                 if attempt == 2:
                     raise
-        return 0
+            except (DataError, ValueError, TypeError, OverflowError):
+                break  # a record the database refuses: find it, skip it, keep the rest
+        new = 0
+        for e in entries:
+            try:
+                with self.Session.begin() as s:
+                    new += self._apply(s, [e])
+            except (DataError, ValueError, TypeError, OverflowError) as exc:
+                self.rejected += 1
+                log.warning("event not storable; skipped",
+                            extra={"event_id": str(e.get("event_id"))[:64], "error": str(exc)[:200]})  # fmt: skip
+        return new
 
     def _apply(self, s: Session, entries: Sequence[dict[str, Any]]) -> int:
         recs = []
@@ -251,7 +280,7 @@ class EventStore:
             else:
                 obj.left_event_id = rec["event_id"]
                 obj.reason = _str(rec.get("reason"), 32)
-                end = max(ts, _int(rec.get("last_seen")) or 0)
+                end = _int(rec.get("last_seen")) or ts  # last sighting, not the close time
                 obj.end_ms = end if obj.end_ms is None else max(obj.end_ms, end)
         elif t == "face_recognized":
             name = _str(rec.get("name"), 128)
@@ -398,6 +427,16 @@ class EventStore:
             return snapshot_key(cam, snapshot_id)
         except BadKey:
             return None
+
+    def newest_stream_id(self) -> tuple[int, int] | None:
+        """Stream id of the newest stored event (the archiver's progress), None if empty."""
+        with self.Session() as s:
+            row = s.execute(
+                select(Event.stream_ms, Event.stream_seq)
+                .order_by(Event.stream_ms.desc(), Event.stream_seq.desc())
+                .limit(1)
+            ).first()
+        return (int(row[0]), int(row[1])) if row else None
 
     def count_events(self) -> int:
         with self.Session() as s:

@@ -82,6 +82,12 @@ class StorageConfig(Section):
     cameras: dict[str, CameraRetention] = Field(
         default_factory=dict, max_length=10_000, description="Per-camera retention overrides."
     )
+    clip_max_s: float = Field(
+        900.0,
+        ge=10,
+        le=86400,
+        description="Longest clip /api/recordings/{camera}/clip.mp4 assembles.",
+    )
     retention_interval_s: float = Field(
         60.0, ge=1, le=86400, description="How often the archiver applies retention."
     )
