@@ -32,6 +32,7 @@ from shared.eventstore.models import Event, Gap, ObjectFace, Segment, TrackedObj
 from shared.storage.media import BadKey, snapshot_key
 
 log = logging.getLogger(__name__)
+logging.getLogger("alembic").setLevel(logging.WARNING)  # no plugin chatter at every start
 
 _MIGRATE_LOCK = threading.Lock()
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
