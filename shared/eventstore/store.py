@@ -353,7 +353,7 @@ class EventStore:
         self, q: EventQuery, *, pre_ms: int = 0, post_ms: int = 0
     ) -> tuple[list[dict[str, Any]], str | None]:
         """Events newest first (by stream id), with their object's fields."""
-        stmt = select(Event, TrackedObject).join(
+        stmt = select(Event, TrackedObject, self._clip_exists(pre_ms, post_ms)).join(
             TrackedObject, TrackedObject.object_id == Event.object_id
         )
         conds = []
@@ -380,10 +380,12 @@ class EventStore:
         stmt = stmt.order_by(Event.stream_ms.desc(), Event.stream_seq.desc()).limit(q.limit + 1)
         with self.Session() as s:
             rows = s.execute(stmt).all()
-            faces = self._faces(s, [o.object_id for _, o in rows])
+            faces = self._faces(s, [o.object_id for _, o, _c in rows])
         more = len(rows) > q.limit
         rows = rows[: q.limit]
-        out = [self.event_view(ev, obj, faces.get(obj.object_id, [])) for ev, obj in rows]
+        out = [
+            self.event_view(ev, obj, faces.get(obj.object_id, []), clip) for ev, obj, clip in rows
+        ]
         cursor = f"{rows[-1][0].stream_ms}-{rows[-1][0].stream_seq}" if more and rows else None
         return out, cursor
 
@@ -400,24 +402,29 @@ class EventStore:
         return out
 
     @staticmethod
-    def event_view(ev: Event, obj: TrackedObject, faces: list[str]) -> dict[str, Any]:
+    def event_view(
+        ev: Event, obj: TrackedObject, faces: list[str], has_clip: bool | None = None
+    ) -> dict[str, Any]:
         rec = dict(ev.data or {})
         rec["id"] = f"{ev.stream_ms}-{ev.stream_seq}"
         rec["event_id"] = ev.event_id
         rec["object"] = object_view(obj, faces)
+        rec["object"]["has_clip"] = bool(has_clip) if has_clip is not None else None
         return rec
 
-    def get_event(self, event_id: str) -> dict[str, Any] | None:
+    def get_event(
+        self, event_id: str, *, pre_ms: int = 0, post_ms: int = 0
+    ) -> dict[str, Any] | None:
         with self.Session() as s:
             row = s.execute(
-                select(Event, TrackedObject)
+                select(Event, TrackedObject, self._clip_exists(pre_ms, post_ms))
                 .join(TrackedObject, TrackedObject.object_id == Event.object_id)
                 .where(Event.event_id == event_id[:MAX_ID])
             ).first()
             if row is None:
                 return None
             faces = self._faces(s, [row[1].object_id])
-        return self.event_view(row[0], row[1], faces.get(row[1].object_id, []))
+        return self.event_view(row[0], row[1], faces.get(row[1].object_id, []), row[2])
 
     def snapshot_key_of(self, snapshot_id: str) -> str | None:
         with self.Session() as s:

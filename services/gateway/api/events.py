@@ -70,7 +70,12 @@ def _with_urls(rec: dict[str, Any]) -> dict[str, Any]:
     rec["snapshot_url"] = f"/api/snapshots/{sid}" if isinstance(sid, str) and sid else None
     eid = rec.get("event_id")
     obj = rec.get("object")
-    has_footage = isinstance(obj, dict) and obj.get("kind") == "object"
+    # A clip where footage exists, or will (a running object: the route explains).
+    has_footage = (
+        isinstance(obj, dict)
+        and obj.get("kind") == "object"
+        and (obj.get("has_clip") is not False or obj.get("running"))
+    )
     rec["clip_url"] = (
         f"/api/events/{eid}/clip.mp4" if isinstance(eid, str) and eid and has_footage else None
     )
@@ -230,7 +235,9 @@ def _find_event(request: Request, event_id: str) -> tuple[dict[str, Any], Storag
     access = _storage_or_none(request)
     if access is not None:
         try:
-            ev = access.store.get_event(event_id)
+            ev = access.store.get_event(
+                event_id, pre_ms=access.pre_roll_ms, post_ms=access.post_roll_ms
+            )
         except SQLAlchemyError:
             ev = None
         if ev is not None:

@@ -71,6 +71,9 @@ def test_events_list_detail_and_filters(review):
     assert [e["event_id"] for e in noclip.json()["events"]] == [fx.quiet_id]
     cam = client.get("/api/events", params={"camera_id": "lab/back"}).json()["events"]
     assert {e["camera_id"] for e in cam} == {"lab/back"} and len(cam) == 2
+    # No footage, no clip_url (the list tells before anyone clicks).
+    assert [e["clip_url"] for e in cam] == [None, None]
+    assert done["object"]["has_clip"] is True
     # Cursor pagination over stored events, no duplicates.
     seen, cursor = [], None
     while True:
