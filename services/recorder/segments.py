@@ -33,7 +33,7 @@ class SegmentEncoder:
         st.options = {
             "crf": str(crf),
             "preset": preset,
-            "g": str(max(1, round(fps * 2))),
+            "g": str(max(1, round(fps * 5))),  # a keyframe every 5 s (and at every segment start)
             "bf": "0",
         }
         self._stream = st

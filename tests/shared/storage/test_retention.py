@@ -49,7 +49,7 @@ def test_size_cap_oldest_continuous_first_events_and_snapshots_survive(tmp_path)
     # The oldest continuous footage went first: what is left is one newest stretch.
     assert continuous and continuous[-1]["end"] == T0 + 12 * 600_000
     all_cont_starts = [T0 + i * 10_000 for i in range(720) if i % 10]
-    assert [s["start"] for s in continuous] == all_cont_starts[-len(continuous):]
+    assert [s["start"] for s in continuous] == all_cont_starts[-len(continuous) :]
     # Event footage outlives it: every event segment is still there.
     assert len(events) == 72
     # Snapshots are never deleted for size.
