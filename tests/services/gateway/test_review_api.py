@@ -4,6 +4,8 @@ Range, recordings, storage use; on (filesystem, SQLite) and (SeaweedFS S3, Postg
 from __future__ import annotations
 
 import io
+import uuid
+from pathlib import Path
 
 import av
 import cv2
@@ -12,30 +14,63 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.gateway.app import create_app
-from shared.redisutil import publish_record
+from services.gateway.config import GatewayConfig, GatewaySettings
+from shared.config import GeneralConfig, IngestConfig, RedisConfig
+from shared.keys import Keys
+from shared.redisutil import free_port, publish_record
 from shared.storage import FsMediaStore, S3MediaStore
+from tests.services.gateway.conftest import ADMIN, PASSWORD
 from tests.services.gateway.review_support import CAM, POST, PRE, access_for, record_footage
 
 
-@pytest.fixture(params=["fs+sqlite", "s3+postgres"])
-def review(request, settings, redis_url, keys, tmp_path):
+def _stores(request, tmp: Path):
     if request.param == "fs+sqlite":
-        media = FsMediaStore(tmp_path / "media")
-        db_url = f"sqlite:///{tmp_path / 'events.db'}"
-    else:
-        s3 = request.getfixturevalue("s3_server")
-        media = S3MediaStore(request.getfixturevalue("s3_bucket"), endpoint=s3.endpoint,
-                             prefix=request.getfixturevalue("s3_prefix"), access_key="a",
-                             secret_key="a")  # fmt: skip
-        db_url = request.getfixturevalue("pg_url")
-    footage = record_footage(redis_url, keys, media, db_url)
+        return FsMediaStore(tmp / "media"), f"sqlite:///{tmp / 'events.db'}"
+    s3 = request.getfixturevalue("s3_server")
+    media = S3MediaStore(request.getfixturevalue("s3_bucket"), endpoint=s3.endpoint,
+                         prefix=f"t{uuid.uuid4().hex[:12]}/", access_key="a", secret_key="a")  # fmt: skip
+    pg = request.getfixturevalue("pg_server")
+    return media, pg.url(pg.create_db())
+
+
+def _client(redis_url: str, keys: Keys, media, db_url: str, tmp: Path):
+    settings = GatewaySettings(
+        gateway=GatewayConfig(admin_password=PASSWORD, password_hash_time_cost=1,
+                              password_hash_memory_kib=1024,
+                              ingest_pub=f"tcp://127.0.0.1:{free_port()}"),
+        redis=RedisConfig(url=redis_url, prefix=keys.prefix),
+        general=GeneralConfig(state_dir=str(tmp / "state")),
+        ingest=IngestConfig(),
+    )  # fmt: skip
     app = create_app(settings)
-    app.state.gw.extras["storage"] = access_for(media, db_url, tmp_path / "media")
-    with TestClient(app, base_url="http://testserver") as c:
-        resp = c.post("/api/auth/login", json={"username": "admin",
-                                               "password": "correct-horse-battery"})  # fmt: skip
-        assert resp.status_code == 200
-        yield c, footage
+    app.state.gw.extras["storage"] = access_for(media, db_url, tmp / "media")
+    return TestClient(app, base_url="http://testserver")
+
+
+def _login(c: TestClient) -> TestClient:
+    resp = c.post("/api/auth/login", json={"username": ADMIN, "password": PASSWORD})
+    assert resp.status_code == 200
+    return c
+
+
+@pytest.fixture(scope="module", params=["fs+sqlite", "s3+postgres"])
+def review(request, redis_server, tmp_path_factory):
+    """Footage recorded once per (media, database) pair; the tests only read it."""
+    tmp = tmp_path_factory.mktemp("review")
+    keys = Keys(f"t{uuid.uuid4().hex[:10]}:")
+    media, db_url = _stores(request, tmp)
+    footage = record_footage(redis_server.url, keys, media, db_url)
+    with _client(redis_server.url, keys, media, db_url, tmp) as c:
+        yield _login(c), footage
+
+
+@pytest.fixture(params=["fs+sqlite", "s3+postgres"])
+def fresh_review(request, redis_url, keys, tmp_path):
+    """Footage of this test's own (it adds events to the stream)."""
+    media, db_url = _stores(request, tmp_path)
+    footage = record_footage(redis_url, keys, media, db_url)
+    with _client(redis_url, keys, media, db_url, tmp_path) as c:
+        yield _login(c), footage
 
 
 def _decode_all(data: bytes) -> list:
@@ -88,8 +123,8 @@ def test_events_list_detail_and_filters(review):
     assert client.get("/api/events/a%2F..%2Fb").status_code in (400, 404)
 
 
-def test_unarchived_events_come_from_the_stream_and_merge(review, r, keys):
-    client, fx = review
+def test_unarchived_events_come_from_the_stream_and_merge(fresh_review, r, keys):
+    client, fx = fresh_review
     for i in range(3):
         publish_record(r, keys, "events", {"type": "object_entered", "event_id": f"new{i}",
                        "camera_id": CAM, "ts": fx.t0 + 60_000 + i}, maxlen=10_000)  # fmt: skip
