@@ -106,7 +106,7 @@ class Archiver:
             if not (isinstance(sid, str) and sid and isinstance(cam, str) and cam):
                 continue
             try:
-                key = snapshot_key(cam, sid)
+                key = snapshot_key(sid)
                 if self.media.size(key) is not None:
                     continue
                 data = self.rb.get(self.keys.snapshot(sid))

@@ -299,7 +299,7 @@ class EventStore:
         if sid and (obj.confidence is None or conf is None or conf >= obj.confidence):
             obj.snapshot_id = sid
             try:
-                obj.snapshot_key = snapshot_key(rec["camera_id"], sid)
+                obj.snapshot_key = snapshot_key(sid)
             except BadKey:
                 obj.snapshot_key = None
             box = rec.get("box")
@@ -432,16 +432,6 @@ class EventStore:
                 return None
             faces = self._faces(s, [row[1].object_id])
         return self.event_view(row[0], row[1], faces.get(row[1].object_id, []), row[2])
-
-    def snapshot_key_of(self, snapshot_id: str) -> str | None:
-        with self.Session() as s:
-            cam = s.scalar(select(Event.camera_id).where(Event.snapshot_id == snapshot_id).limit(1))
-        if cam is None:
-            return None
-        try:
-            return snapshot_key(cam, snapshot_id)
-        except BadKey:
-            return None
 
     def newest_stream_id(self) -> tuple[int, int] | None:
         """Stream id of the newest stored event (the archiver's progress), None if empty."""

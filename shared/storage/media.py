@@ -15,6 +15,7 @@ on the frame path drop, count and carry on; nothing here retries or blocks long.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import re
@@ -89,8 +90,12 @@ def check_key(key: str) -> str:
     return key
 
 
-def snapshot_key(camera_id: str, snapshot_id: str) -> str:
-    return f"snapshots/{safe_component(camera_id)}/{safe_component(snapshot_id)}.jpg"
+def snapshot_key(snapshot_id: str) -> str:
+    """``snapshots/<shard>/<id>.jpg``: found from the id alone (events, Redis pointers
+    and the gateway all know it), spread over 256 directories."""
+    comp = safe_component(snapshot_id)
+    shard = hashlib.blake2b(snapshot_id.encode(), digest_size=1).hexdigest()
+    return f"snapshots/{shard}/{comp}.jpg"
 
 
 def segment_key(camera_id: str, start_ms: int, end_ms: int) -> str:
@@ -103,9 +108,9 @@ def camera_prefix(kind: str, camera_id: str) -> str:
 
 
 def camera_of_key(key: str) -> str | None:
-    """The camera id encoded in a snapshot/recording key (None for other keys)."""
+    """The camera id encoded in a recording key (None for other keys)."""
     parts = key.split("/")
-    if len(parts) >= 3 and parts[0] in ("snapshots", "recordings"):
+    if len(parts) >= 3 and parts[0] == "recordings":
         return unescape_component(parts[1])
     return None
 
@@ -299,7 +304,12 @@ class S3MediaStore(MediaStore):
             ),
         )
         if create_bucket:
-            self._ensure_bucket()
+            try:
+                self._ensure_bucket()
+            except MediaUnavailable as exc:
+                # Start anyway: writes fail (dropped, counted) until S3 is back.
+                log.warning("S3 bucket not reachable at start", extra={"bucket": bucket,
+                            "error": str(exc)[:200]})  # fmt: skip
 
     def _ensure_bucket(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError

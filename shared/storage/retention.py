@@ -96,7 +96,7 @@ class Retention:
                 ids = [o.object_id for o in objs]
                 for c, sid in es.snapshot_keys_of(self.store, ids):
                     try:
-                        key = snapshot_key(c, sid)
+                        key = snapshot_key(sid)
                         size = self.media.size(key) or 0
                         if self.media.delete(key):
                             stats["snapshots"] += 1

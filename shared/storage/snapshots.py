@@ -40,7 +40,7 @@ class SnapshotWriter:
 
     def submit(
         self,
-        camera_id: str,
+        camera_id: str,  # for logs only: the key comes from the snapshot id
         snapshot_id: str,
         jpeg: bytes,
         *,
@@ -51,7 +51,7 @@ class SnapshotWriter:
         """Queue the JPEG; set the Redis pointer if ``r``/``keys`` are given.
         Returns the media key, or None when the snapshot was dropped."""
         try:
-            key = snapshot_key(camera_id, snapshot_id)
+            key = snapshot_key(snapshot_id)
         except BadKey:
             SNAPSHOTS.labels("bad_id").inc()
             return None
@@ -70,6 +70,7 @@ class SnapshotWriter:
         while True:
             item = self.q.get()
             if item is None:
+                self.q.task_done()
                 return
             key, jpeg = item
             try:
@@ -80,19 +81,18 @@ class SnapshotWriter:
                 self.dropped += 1
                 SNAPSHOTS.labels("dropped_" + type(exc).__name__).inc()
                 self._warn("media", "snapshot not stored", error=str(exc)[:200])
+            finally:
+                if item is not None:
+                    self.q.task_done()
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued is written (tests, shutdown)."""
+        """Wait until everything queued so far is written or dropped (tests, shutdown)."""
         import time
 
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.q.unfinished_tasks == 0 or self.q.empty():
-                time.sleep(0.05)
-                if self.q.empty():
-                    return True
+        while self.q.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.02)
-        return False
+        return not self.q.unfinished_tasks
 
     def close(self) -> None:
         try:
@@ -105,3 +105,44 @@ class SnapshotWriter:
         ok, suppressed = self._burst.should_log(key)
         if ok:
             log.warning(msg, extra={**extra, "suppressed": suppressed})
+
+
+class MediaSnapshotSink:
+    """The runtime's snapshot sink (``shared.publishing.SnapshotSink`` interface) on the
+    media store: the JPEG goes to the media store off the frame path, Redis keeps the
+    ``keys.snapshot(id)`` → media key pointer with the TTL (``touch_snapshot`` renews it)."""
+
+    def __init__(self, writer: SnapshotWriter, r: redis.Redis, keys: Keys, ttl_s: int) -> None:
+        self.writer, self.r, self.keys, self.ttl_s = writer, r, keys, ttl_s
+
+    @staticmethod
+    def new_id() -> str:
+        import uuid
+
+        return uuid.uuid4().hex
+
+    def store_snapshot(self, snapshot_id: str, jpeg: bytes) -> None:
+        """Queue the JPEG; set the pointer (raises ``redis.RedisError`` when refused,
+        so the event publisher retries the event like before)."""
+        key = snapshot_key(snapshot_id)
+        self.r.set(self.keys.snapshot(snapshot_id), key, ex=self.ttl_s)
+        self.writer.submit("", snapshot_id, jpeg)
+
+    def touch_snapshot(self, snapshot_id: str) -> None:
+        self.r.expire(self.keys.snapshot(snapshot_id), self.ttl_s)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def media_snapshot_sink(
+    r: redis.Redis, keys: Keys, ttl_s: int, *, storage=None, state_dir: str | None = None
+) -> MediaSnapshotSink:
+    """Build the sink from the ``storage`` section (env/YAML when not given)."""
+    from shared.config import GeneralConfig, load_section
+    from shared.storage.config import StorageConfig
+    from shared.storage.media import open_media_store
+
+    storage = storage or load_section(StorageConfig, "storage")
+    state_dir = state_dir or load_section(GeneralConfig, "general").state_dir
+    return MediaSnapshotSink(SnapshotWriter(open_media_store(storage, state_dir)), r, keys, ttl_s)

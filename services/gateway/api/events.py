@@ -264,34 +264,22 @@ def get_event(event_id: str, request: Request) -> EventRecord:
     return EventRecord(**ev)
 
 
-def _snapshot_bytes(request: Request, snapshot_id: str, camera_id: str | None) -> bytes | None:
+def _snapshot_bytes(request: Request, snapshot_id: str) -> bytes | None:
+    """The snapshot JPEG: from the media store (Redis holds at most the pointer),
+    or from Redis itself for snapshots written before the media store."""
     gw = get_state(request)
     data = gw.rb.get(gw.keys.snapshot(snapshot_id))
     if data is not None and data[:2] == b"\xff\xd8":
-        return data  # still in Redis (older detectors)
+        return data  # a JPEG still in Redis (written by an older worker)
     access = _storage_or_none(request)
     if access is None:
         return None
-    keys: list[str] = []
-    if data is not None:  # Redis holds the media key only
-        keys.append(data.decode(errors="replace"))
     try:
-        if camera_id:
-            keys.append(snapshot_key(camera_id, snapshot_id))
-        else:
-            k = access.store.snapshot_key_of(snapshot_id)
-            if k:
-                keys.append(k)
-    except (BadKey, SQLAlchemyError):
-        pass
-    for k in keys:
-        try:
-            return access.media.get(k)
-        except (MediaNotFound, BadKey):
-            continue
-        except MediaError:
-            raise HTTPException(503, "media store unavailable") from None
-    return None
+        return access.media.get(snapshot_key(snapshot_id))
+    except (MediaNotFound, BadKey):
+        return None
+    except MediaError:
+        raise HTTPException(503, "media store unavailable") from None
 
 
 @router.get(
@@ -305,7 +293,7 @@ def _snapshot_bytes(request: Request, snapshot_id: str, camera_id: str | None) -
 def get_snapshot(snapshot_id: str, request: Request) -> Response:
     if not SNAPSHOT_ID.match(snapshot_id):
         raise HTTPException(400, "bad snapshot id")
-    data = _snapshot_bytes(request, snapshot_id, None)
+    data = _snapshot_bytes(request, snapshot_id)
     if data is None:
         raise HTTPException(404, "snapshot expired or unknown")
     return Response(
@@ -343,7 +331,7 @@ def event_snapshot(
     sid = obj.get("snapshot_id") or ev.get("snapshot_id")
     if not isinstance(sid, str) or not sid:
         raise HTTPException(404, "this event has no snapshot")
-    data = _snapshot_bytes(request, sid, ev.get("camera_id"))
+    data = _snapshot_bytes(request, sid)
     if data is None:
         raise HTTPException(404, "snapshot expired or deleted by retention")
     if box:

@@ -205,3 +205,21 @@ def test_recordings_and_clip_ranges(review):
     storage = client.get("/api/storage").json()
     assert storage["cameras"][CAM]["bytes"] > 0 and storage["oldest_recording"] == start
     assert storage["used_bytes"] == storage["cameras"][CAM]["bytes"]
+
+
+def test_snapshots_served_from_the_media_store_via_the_redis_pointer(review):
+    from shared.storage.snapshots import MediaSnapshotSink, SnapshotWriter
+
+    client, _ = review
+    gw = client.app.state.gw
+    media = gw.extras["storage"].media
+    writer = SnapshotWriter(media)
+    sink = MediaSnapshotSink(writer, gw.rb, gw.keys, ttl_s=60)
+    sid = sink.new_id()
+    jpeg = cv2.imencode(".jpg", np.full((32, 32, 3), 90, np.uint8))[1].tobytes()
+    sink.store_snapshot(sid, jpeg)
+    assert writer.flush()
+    resp = client.get(f"/api/snapshots/{sid}")
+    assert resp.status_code == 200 and resp.content == jpeg
+    assert not gw.rb.get(gw.keys.snapshot(sid)).startswith(b"\xff\xd8")
+    writer.close()

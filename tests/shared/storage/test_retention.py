@@ -32,7 +32,7 @@ def test_size_cap_oldest_continuous_first_events_and_snapshots_survive(tmp_path)
     snaps = []
     for i in range(40):  # event snapshots spread over the hours
         sid = f"snap{i}"
-        media.put(snapshot_key("yard/cam", sid), os.urandom(20_000))
+        media.put(snapshot_key(sid), os.urandom(20_000))
         store.apply_events([{"type": "object_entered", "event_id": f"e{i}", "camera_id": "yard/cam",
                              "ts": T0 + i * 180_000, "snapshot_id": sid, "id": f"{T0 + i}-0"}])  # fmt: skip
         snaps.append(sid)
@@ -53,7 +53,7 @@ def test_size_cap_oldest_continuous_first_events_and_snapshots_survive(tmp_path)
     # Event footage outlives it: every event segment is still there.
     assert len(events) == 72
     # Snapshots are never deleted for size.
-    assert all(media.size(snapshot_key("yard/cam", s)) for s in snaps)
+    assert all(media.size(snapshot_key(s)) for s in snaps)
     assert DELETED.labels("segment", "size")._value.get() - before == 648 - len(continuous)
     # Index and media agree: nothing deleted from one only.
     assert sorted(o.key for o in media.list("recordings/")) == sorted(s["key"] for s in segs)
@@ -71,7 +71,7 @@ def test_age_per_camera_recordings_and_events_separately(tmp_path):
         for day in range(10):
             _fill(media, store, cam, T0 + day * 24 * HOUR, 2)
             sid = f"{cam[:4]}-{day}"
-            media.put(snapshot_key(cam, sid), b"jpeg")
+            media.put(snapshot_key(sid), b"jpeg")
             store.apply_events([{"type": "face_recognized", "event_id": f"{sid}-ev", "camera_id": cam,
                                  "ts": T0 + day * 24 * HOUR, "name": "x", "snapshot_id": sid,
                                  "id": f"{T0 + day}-{len(cam)}"}])  # fmt: skip
@@ -80,7 +80,7 @@ def test_age_per_camera_recordings_and_events_separately(tmp_path):
     short_days = {(s["start"] - T0) // (24 * HOUR) for s in store.segments("short/cam", 0, 10**14)}
     assert long_days == {3, 4, 5, 6, 7, 8, 9} and short_days == {9}
     assert store.get_event("shor-7-ev") is None and store.get_event("shor-8-ev") is not None
-    assert media.size(snapshot_key("short/cam", "shor-7")) is None
-    assert media.size(snapshot_key("short/cam", "shor-8")) == 4
+    assert media.size(snapshot_key("shor-7")) is None
+    assert media.size(snapshot_key("shor-8")) == 4
     assert store.get_event("long-0-ev") is not None  # 30 days for events
     assert stats["snapshots"] == 8 and stats["events"] == 8
