@@ -26,9 +26,11 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.recorder.config import RecorderConfig
 from services.recorder.segments import SegmentEncoder
-from services.recorder.triggers import EventFollower, EventTriggers
+from services.recorder.triggers import EventTriggers
+from shared.keys import STREAM_EVENTS
 from shared.logs import BurstLimiter
 from shared.storage import MediaError, MediaFull, MediaStore, segment_key
+from shared.streams import StreamFollower
 from shared.worker import Frame, Processor
 
 if TYPE_CHECKING:
@@ -249,17 +251,25 @@ class RecorderProcessor(Processor):
         self.uploader = Uploader(media, open_store, config)
         self.cameras: dict[str, CameraRecorder] = {}
         self.runtime: WorkerRuntime | None = None
-        self.follower: EventFollower | None = None
+        self.follower: StreamFollower | None = None
+        self._follow: threading.Thread | None = None
         self._burst = BurstLimiter()
         self._lock = threading.Lock()  # the process and membership threads both close segments
 
     def setup(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
         self.uploader.start()
-        self.follower = EventFollower(
-            runtime.redis, runtime.keys, self.triggers, runtime.stop_event
+        # Every replica follows all events (no group) and keeps its own cameras' state.
+        self.follower = StreamFollower(
+            runtime.redis, {"events": runtime.keys.stream(STREAM_EVENTS)}, count=500, block_ms=500
         )
-        self.follower.start()
+        self._follow = threading.Thread(
+            target=self.follower.run,
+            args=(lambda entry: self.triggers.apply(entry.record()), runtime.stop_event),
+            name="recorder-events",
+            daemon=True,
+        )
+        self._follow.start()
 
     def process_batch(self, frames: list[Frame]) -> None:
         for f in frames:
@@ -304,8 +314,8 @@ class RecorderProcessor(Processor):
         self.triggers.forget(owned)
 
     def close(self) -> None:
-        if self.follower is not None:
-            self.follower.join(3)  # the runtime set stop_event; it closes Redis after us
+        if self._follow is not None:
+            self._follow.join(3)  # the runtime set stop_event; it closes Redis after us
         self.flush()
         self.uploader.stop()
 

@@ -1,4 +1,5 @@
-"""Which cameras have an event going on: follows the ``events`` stream.
+"""Which cameras have an event going on (fed from the ``events`` stream by the
+runtime's one stream follower, :class:`shared.streams.StreamFollower`).
 
 ``object_entered`` opens an event on its camera until the matching
 ``object_left``; any other event (a recognised face, an analysis) is a moment.
@@ -8,18 +9,9 @@ plus post-roll.  All times are capture times in unix milliseconds.
 
 from __future__ import annotations
 
-import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
-
-import redis
-
-from shared.keys import STREAM_EVENTS, Keys
-from shared.logs import BurstLimiter
-from shared.redisutil import parse_entry
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -83,38 +75,3 @@ def _ms(v: Any) -> int | None:
         return int(v) if v is not None and not isinstance(v, bool) else None
     except (TypeError, ValueError):
         return None
-
-
-class EventFollower(threading.Thread):
-    """Reads new ``events`` entries (XREAD, no group: every replica sees all)."""
-
-    def __init__(self, r: redis.Redis, keys: Keys, triggers: EventTriggers, stop: threading.Event):
-        super().__init__(name="recorder-events", daemon=True)
-        self.r, self.key, self.triggers, self.stop_event = (
-            r,
-            keys.stream(STREAM_EVENTS),
-            triggers,
-            stop,
-        )
-        self.last_id = "$"
-        self._burst = BurstLimiter()
-        self.started_reading = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop_event.is_set():
-            try:
-                if self.last_id == "$":
-                    top = self.r.xrevrange(self.key, "+", "-", count=1)
-                    self.last_id = top[0][0] if top else "0-0"
-                self.started_reading.set()
-                res = self.r.xread({self.key: self.last_id}, count=500, block=500)
-            except redis.RedisError as exc:
-                ok, _ = self._burst.should_log("redis")
-                if ok:
-                    log.warning("cannot read events", extra={"error": str(exc)})
-                self.stop_event.wait(1.0)
-                continue
-            for _stream, entries in res or []:
-                for entry_id, fields in entries:
-                    self.last_id = entry_id
-                    self.triggers.apply(parse_entry(entry_id, fields))

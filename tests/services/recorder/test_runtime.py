@@ -43,7 +43,7 @@ def test_event_on_the_stream_triggers_a_clip(redis_config, keys, r, port_factory
     t = threading.Thread(target=feed, daemon=True)
     t.start()
     try:
-        wait_for(lambda: runtime.owned == {cam} and proc.follower.started_reading.is_set(), 10)
+        wait_for(lambda: runtime.owned == {cam} and proc.follower.ready.is_set(), 10)
         wait_for(lambda: runtime.stats.get(cam) and runtime.stats[cam].processed > 20, 15)
         assert list(media.list()) == []  # events mode: nothing without an event
         now = time.time_ns() // 1_000_000
