@@ -196,16 +196,32 @@ class Uploader(threading.Thread):
         SEGMENT_BYTES.labels(seg.camera_id).inc(len(seg.data))
         self.stored += 1
         prev = self.last_end.get(seg.camera_id)
+        reason = "no_frames"
+        if prev is None and seg.mode == "continuous":
+            # First segment of this camera here: it moved from another replica, or we
+            # restarted.  The index knows where the previous footage ended.
+            prev, reason = self._indexed_end(seg.camera_id, seg.start_ms), "handover_or_restart"
         if (
             seg.mode == "continuous"
             and prev is not None
             and seg.start_ms - prev > self.config.gap_s * 1000
         ):
-            self.unindexed.append(("gap", (seg.camera_id, prev, seg.start_ms, "no_frames")))
+            self.unindexed.append(("gap", (seg.camera_id, prev, seg.start_ms, reason)))
         self.last_end[seg.camera_id] = seg.end_ms
         self.unindexed.append(("segment", (seg.camera_id, seg.start_ms, seg.end_ms, key,
                                            len(seg.data), seg.frames, seg.mode, seg.event)))  # fmt: skip
         self._index()
+
+    def _indexed_end(self, camera_id: str, before_ms: int) -> int | None:
+        """End of the camera's newest indexed segment in the 6 h before ``before_ms``."""
+        try:
+            if self.store is None:
+                self.store = self.open_store()
+            segs = self.store.segments(camera_id, before_ms - 6 * 3_600_000, before_ms)
+        except (SQLAlchemyError, OSError):
+            return None
+        ends = [s["end"] for s in segs if s["end"] <= before_ms]
+        return max(ends) if ends else None
 
     def _index(self) -> None:
         """Write pending index rows; kept (bounded) while the database is down."""

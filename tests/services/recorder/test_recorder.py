@@ -138,3 +138,29 @@ def test_enospc_drops_counts_and_resumes(small_fs: Path, tmp_path, demo_jpegs):
     assert any(g["reason"] == "dropped_no_space" for g in store.gaps("full/1", 0, 10**14))
     assert not list(Path(small_fs / "media").rglob(".tmp-*"))  # no half-written files left
     proc.uploader.stop()
+
+
+def test_camera_moving_between_replicas_leaves_a_recorded_gap(tmp_path, demo_jpegs):
+    media = FsMediaStore(tmp_path / "media")
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    cfg = RecorderConfig(mode="continuous", segment_s=4, gap_s=2)
+    first = RecorderProcessor(cfg, media, lambda: EventStore(url))
+    first.uploader.start()
+    for ts, jpeg in frames(demo_jpegs, T0, 4.5):
+        first.feed("h/1", ts, jpeg)
+    first.on_cameras_changed(frozenset())  # the camera moves away: its segment is stored
+    assert wait_idle(first)
+    first.uploader.stop()
+    second = RecorderProcessor(cfg, media, lambda: EventStore(url))  # another replica
+    second.uploader.start()
+    for ts, jpeg in frames(demo_jpegs, T0 + 12_000, 4.5):
+        second.feed("h/1", ts, jpeg)
+    second.flush()
+    assert wait_idle(second)
+    second.uploader.stop()
+    store = EventStore(url)
+    segs = store.segments("h/1", 0, 10**14)
+    assert len(segs) == 4  # 4 s + 0.5 s per replica: nothing of the first one was lost
+    gaps = store.gaps("h/1", 0, 10**14)
+    assert len(gaps) == 1 and gaps[0]["reason"] == "handover_or_restart"
+    assert gaps[0]["start"] == segs[1]["end"] and gaps[0]["end"] == T0 + 12_000
