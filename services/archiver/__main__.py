@@ -84,13 +84,17 @@ def main(argv: list[str] | None = None) -> int:
         media,
     )
     last_retention = [0.0]
+    retention: list[Retention] = []  # one, so its snapshot-usage cache lasts
 
     def retention_pass() -> None:
         now = time.monotonic()
         if archiver.store is None or now - last_retention[0] < storage.retention_interval_s:
             return
         last_retention[0] = now
-        stats = Retention(archiver.store, media, storage).run_once()
+        if not retention:
+            retention.append(Retention(archiver.store, media, storage))
+        retention[0].store = archiver.store  # reopened after a database outage
+        stats = retention[0].run_once()
         if stats["segments"] or stats["events"]:
             log.info("retention pass", extra=stats)
 
