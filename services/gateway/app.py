@@ -10,7 +10,6 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 import redis
-import redis.asyncio as aredis
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -29,7 +28,7 @@ from services.gateway.models import COMMON_RESPONSES
 from services.gateway.security import BodyLimit, RequestMetrics, SecurityHeaders
 from services.gateway.ws import router as ws_router
 from shared.keys import Keys
-from shared.redisutil import connect
+from shared.redisutil import connect, connect_async
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +79,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             print(admin_password_banner(cfg.admin_user, generated, path), flush=True)
             log.warning("admin account created; password printed above", extra={"file": path})
         metrics_server = start_metrics_listener(settings)
-        ar = aredis.Redis.from_url(
-            settings.redis.url, decode_responses=True, socket_connect_timeout=5
-        )
+        ar = connect_async(settings.redis.url)  # bounded: no call hangs forever
         hub = Hub(keys, live, ar)
         gw.hub = hub
         live.start(asyncio.get_running_loop())
