@@ -155,6 +155,8 @@ class EventStore:
         # Several processes (archiver, recorder, gateway) may open a new database at
         # once: PostgreSQL serialises on an advisory lock; SQLite on its write lock,
         # and a loser retries (the upgrade is then a no-op).
+        with self.engine.connect():
+            pass  # an unreachable database fails now, once, not ten times below
         for attempt in range(10):
             try:
                 with _MIGRATE_LOCK, self.engine.begin() as conn:
