@@ -37,6 +37,7 @@ logging.getLogger("alembic").setLevel(logging.WARNING)  # no plugin chatter at e
 _MIGRATE_LOCK = threading.Lock()
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 TRACK_TYPES = ("object_entered", "object_left")
+MAX_SEGMENT_MS = 130_000  # longer than any segment (recorder.segment_s <= 120)
 STREAM_MARGIN_MS = 600_000  # how far an event's stream time may be from its ts (clock skew)
 MAX_ID = 64
 
@@ -348,6 +349,8 @@ class EventStore:
                 Segment.camera_id == TrackedObject.camera_id,
                 Segment.start_ms < end + post_ms,
                 Segment.end_ms > TrackedObject.start_ms - pre_ms,
+                # Segments are short (recorder.segment_s <= 120 s): a bounded index range.
+                Segment.start_ms > TrackedObject.start_ms - pre_ms - MAX_SEGMENT_MS,
             )
             .exists()
         )
