@@ -438,6 +438,18 @@ class EventStore:
             faces = self._faces(s, [row[1].object_id])
         return self.event_view(row[0], row[1], faces.get(row[1].object_id, []), row[2])
 
+    def event_camera_ids(self) -> list[str]:
+        """Every camera with stored events (distinct, from the camera index)."""
+        with self.Session() as s:
+            return sorted(s.scalars(select(TrackedObject.camera_id).distinct()))
+
+    def camera_of_snapshot(self, snapshot_id: str) -> str | None:
+        """The camera of the event that references ``snapshot_id`` (None if none)."""
+        with self.Session() as s:
+            return s.scalar(
+                select(Event.camera_id).where(Event.snapshot_id == snapshot_id[:160]).limit(1)
+            )
+
     def newest_stream_id(self) -> tuple[int, int] | None:
         """Stream id of the newest stored event (the archiver's progress), None if empty."""
         with self.Session() as s:
