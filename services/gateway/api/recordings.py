@@ -6,9 +6,11 @@ Clips are served with HTTP Range support (206 Partial Content) so a browser's
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
+import av
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
@@ -17,6 +19,8 @@ from services.gateway.api.storage import StorageAccess, get_storage, media_respo
 from services.gateway.deps import require_user
 from services.gateway.models import error_response
 from shared.storage.clips import ClipError
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", tags=["recordings"], dependencies=[Depends(require_user)])
 
@@ -124,6 +128,9 @@ def clip_of(access: StorageAccess, camera_id: str, start: int, end: int) -> byte
         return access.clips.get_or_build(access.media, segs)
     except ClipError:
         return None
+    except (OSError, av.error.FFmpegError) as exc:  # e.g. no space for the temp file
+        log.warning("clip not assembled", extra={"camera_id": camera_id, "error": str(exc)[:200]})
+        raise HTTPException(503, "cannot assemble the clip right now (server storage)") from None
 
 
 @router.get(

@@ -223,3 +223,20 @@ def test_snapshots_served_from_the_media_store_via_the_redis_pointer(review):
     assert resp.status_code == 200 and resp.content == jpeg
     assert not gw.rb.get(gw.keys.snapshot(sid)).startswith(b"\xff\xd8")
     writer.close()
+
+
+def test_database_down_events_still_listed_from_the_stream(redis_url, keys, r, tmp_path):
+    media = FsMediaStore(tmp_path / "media")
+    dead_db = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
+    for i in range(3):
+        publish_record(r, keys, "events", {"type": "object_entered", "event_id": f"d{i}",
+                       "camera_id": CAM, "ts": 1_700_000_000_000 + i}, maxlen=100)  # fmt: skip
+    with _client(redis_url, keys, media, dead_db, tmp_path) as c:
+        client = _login(c)
+        page = client.get("/api/events").json()
+        assert [e["event_id"] for e in page["events"]] == ["d2", "d1", "d0"]
+        assert client.get("/api/events/d1").json()["event_id"] == "d1"
+        down = client.get("/api/storage")
+        assert down.status_code == 503 and "unavailable" in down.json()["detail"]
+        rec = client.get("/api/recordings", params={"camera_id": CAM})
+        assert rec.status_code == 503
