@@ -19,7 +19,7 @@ from prometheus_client import start_http_server
 
 from services.gateway.api import agents, cameras, clients, events, faces, system
 from services.gateway.api import auth as auth_api
-from services.gateway.auth import AuthStore, admin_password_banner
+from services.gateway.auth import AuthStore, PasswordChecks, admin_password_banner
 from services.gateway.config import GatewaySettings
 from services.gateway.deps import GatewayState
 from services.gateway.hub import Hub
@@ -66,7 +66,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     live = LiveFrames(
         cfg.ingest_pub, linger_s=cfg.live_linger_s, max_jpeg_bytes=cfg.live_max_frame_bytes
     )
-    gw = GatewayState(settings=settings, keys=keys, r=r, rb=rb, auth=auth, live=live)
+    checks = PasswordChecks(cfg.login_check_workers, cfg.login_max_pending_checks)
+    gw = GatewayState(
+        settings=settings, keys=keys, r=r, rb=rb, auth=auth, live=live, password_checks=checks
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -95,6 +98,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 await asyncio.wait_for(ar.aclose(), 3)
             except (TimeoutError, redis.RedisError, OSError):
                 log.warning("async redis close timed out")
+            checks.shutdown()
             r.close()
             rb.close()
             if metrics_server is not None:

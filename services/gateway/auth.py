@@ -6,19 +6,24 @@
 * API tokens: ``sentri_<id>_<secret>``; the ``tokens`` hash keeps id -> JSON with the
   SHA-256 of the secret (a random 256-bit secret needs no slow hash) and is compared in
   constant time.  The full token is shown once, at creation.
-* Login failures are counted per client IP and per user name in Redis with a window;
-  past ``login_max_failures`` the login answers 429 with Retry-After.
+* Login attempts are counted per client IP and per user name in Redis with a window,
+  atomically and before the password is checked; past ``login_max_failures`` the login
+  answers 429 with Retry-After.  A successful login clears the counters.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 import logging
 import os
 import secrets
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,25 +189,35 @@ class AuthStore:
         )
 
     # ------------------------------------------------------------ rate limit
-    def login_blocked(self, ip: str, user: str) -> int:
-        """Seconds until another attempt is allowed (0 = allowed now)."""
-        # Checked before verifying, so a blocked caller cannot keep guessing.
-        wait = 0
-        for key in self._fail_keys(ip, user):
-            n = self.r.get(key)
-            if n is not None and int(n) >= self._max_failures:
-                wait = max(wait, max(1, self.r.ttl(key)))
-        return wait
+    # Every attempt is counted BEFORE its password is checked, in one atomic step per
+    # attempt: INCR, and EXPIRE whenever the key has no TTL (so a lost EXPIRE can never
+    # leave a permanent lockout).  Concurrent attempts therefore cannot slip past the
+    # limit between a check and a count.
+    _COUNT_ATTEMPT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = redis.call('INCR', key)
+  local ttl = redis.call('TTL', key)
+  if ttl < 0 then
+    redis.call('EXPIRE', key, ARGV[1])
+    ttl = tonumber(ARGV[1])
+  end
+  out[#out + 1] = n
+  out[#out + 1] = ttl
+end
+return out
+"""
 
-    def record_failure(self, ip: str, user: str) -> None:
+    def count_login_attempt(self, ip: str, user: str) -> int:
+        """Count one login attempt for this IP and this user name.  Returns the seconds
+        until another attempt is allowed: 0 when this attempt may check its password."""
         keys = self._fail_keys(ip, user)
-        pipe = self.r.pipeline(transaction=False)
-        for key in keys:
-            pipe.incr(key)
-        counts = pipe.execute()
-        for key, n in zip(keys, counts, strict=True):
-            if n == 1:  # the window starts at the first failure
-                self.r.expire(key, self._window_s)
+        res = self.r.eval(self._COUNT_ATTEMPT, len(keys), *keys, self._window_s)
+        wait = 0
+        for n, ttl in zip(res[::2], res[1::2], strict=True):
+            if int(n) > self._max_failures:
+                wait = max(wait, max(1, int(ttl)))
+        return wait
 
     def clear_failures(self, ip: str, user: str) -> None:
         self.r.delete(*self._fail_keys(ip, user))
@@ -218,6 +233,51 @@ class AuthStore:
             self.keys.k_auth("fail", "ip", ip),
             self.keys.k_auth("fail", "user", _sha(user.lower())[:32]),
         ]
+
+
+class PasswordCheckBusy(Exception):
+    """More password checks are waiting than ``login_max_pending_checks``."""
+
+
+class PasswordChecks:
+    """Runs argon2 verifications on a small executor of their own.
+
+    Each check costs ``password_hash_memory_kib`` of memory and a core for a fraction
+    of a second: at most ``workers`` run at once, at most ``max_pending`` wait (more
+    are refused with :class:`PasswordCheckBusy`), and none of them occupies the shared
+    threadpool that serves every other route (``/healthz`` included).
+    """
+
+    def __init__(self, workers: int, max_pending: int) -> None:
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None
+        self._max_pending = max_pending
+        self._pending = 0
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    async def run(self, fn: Callable[..., bool], *args: Any) -> bool:
+        with self._lock:
+            if self._pending >= self._max_pending:
+                raise PasswordCheckBusy
+            self._pending += 1
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="argon2")
+            pool = self._pool
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _public(meta: dict[str, Any]) -> dict[str, Any]:

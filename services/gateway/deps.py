@@ -5,13 +5,14 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import redis
 from fastapi import HTTPException, Request, WebSocket
 from starlette.requests import HTTPConnection
 
 from services.gateway import metrics
-from services.gateway.auth import SESSION_COOKIE, AuthStore, Principal
+from services.gateway.auth import SESSION_COOKIE, AuthStore, PasswordChecks, Principal
 from services.gateway.config import GatewaySettings
 from shared.keys import Keys
 
@@ -30,6 +31,7 @@ class GatewayState:
     rb: redis.Redis  # binary (snapshots)
     auth: AuthStore
     live: LiveFrames
+    password_checks: PasswordChecks
     hub: Hub | None = None
     extras: dict = field(default_factory=dict)
 
@@ -49,13 +51,48 @@ def is_loopback(conn: HTTPConnection) -> bool:
         return False
 
 
-def _origin_ok(conn: HTTPConnection) -> bool:
-    """Cookie-authenticated writes and websockets must come from our own origin."""
-    origin = conn.headers.get("origin")
-    if not origin:
-        return True
-    host = conn.headers.get("host", "")
-    return origin.split("://", 1)[-1] == host
+def _split_host(value: str) -> tuple[str, int | None]:
+    """``Host`` header -> (lower-case host name, port or None); ("", None) when malformed."""
+    try:
+        parts = urlsplit(f"//{value}")
+        return (parts.hostname or "").lower(), parts.port
+    except ValueError:
+        return "", None
+
+
+def allowed_host_names(settings: GatewaySettings) -> frozenset[str]:
+    cfg = settings.gateway
+    names = cfg.allowed_hosts or [cfg.host, "localhost", "127.0.0.1"]
+    return frozenset(n.lower().strip("[]") for n in names)
+
+
+def host_allowed(conn: HTTPConnection) -> bool:
+    """The ``Host`` the browser used is one of ``gateway.allowed_hosts`` (DNS rebinding:
+    a foreign name pointing at this address is refused)."""
+    host, _ = _split_host(conn.headers.get("host", ""))
+    return bool(host) and host in allowed_host_names(get_state(conn).settings)
+
+
+def same_origin(conn: HTTPConnection, *, required: bool = True) -> bool:
+    """The request's ``Origin`` (else ``Referer``) has exactly this server's scheme, host
+    and port.  Without either header: ``not required``."""
+    source = conn.headers.get("origin") or conn.headers.get("referer")
+    if not source:
+        return not required
+    scheme = "https" if conn.url.scheme in ("https", "wss") else "http"
+    default = 443 if scheme == "https" else 80
+    host, port = _split_host(conn.headers.get("host", ""))
+    try:
+        src = urlsplit(source)
+        src_port = src.port
+    except ValueError:
+        return False
+    return (
+        src.scheme == scheme
+        and bool(host)
+        and (src.hostname or "").lower() == host
+        and (src_port or default) == (port or default)
+    )
 
 
 def authenticate(conn: HTTPConnection) -> Principal | None:
@@ -84,14 +121,20 @@ def require_user(request: Request) -> Principal:
         why = "bad_credentials" if request.headers.get("authorization") else "missing"
         metrics.AUTH_REJECTED.labels(why).inc()
         raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
-    if (
-        principal.via == "session"
-        and request.method not in ("GET", "HEAD", "OPTIONS")
-        and not _origin_ok(request)
-    ):
-        metrics.AUTH_REJECTED.labels("cross_origin").inc()
-        raise HTTPException(403, "cross-origin request refused")
+    if principal.via == "session":
+        check_cookie_request(request)
     return principal
+
+
+def check_cookie_request(request: Request) -> None:
+    """Cookie-authenticated requests: the Host must be a configured name, and writes
+    must carry a same-origin ``Origin`` (or ``Referer``).  403 otherwise."""
+    if not host_allowed(request):
+        metrics.AUTH_REJECTED.labels("foreign_host").inc()
+        raise HTTPException(403, "host name not allowed (gateway.allowed_hosts)")
+    if request.method not in ("GET", "HEAD", "OPTIONS") and not same_origin(request):
+        metrics.AUTH_REJECTED.labels("cross_origin").inc()
+        raise HTTPException(403, "cross-origin request refused (Origin must be this server)")
 
 
 def require_admin(request: Request) -> Principal:
@@ -113,6 +156,8 @@ def require_session_user(request: Request) -> Principal:
 
 def websocket_user(ws: WebSocket) -> Principal | None:
     principal = authenticate(ws)
-    if principal is None or (principal.via == "session" and not _origin_ok(ws)):
+    if principal is None:
+        return None
+    if principal.via == "session" and not (host_allowed(ws) and same_origin(ws, required=False)):
         return None
     return principal

@@ -160,8 +160,19 @@ class Person(Open):
     name: str
 
 
+#: Same rule as services.faces.gallery.NAME_PATTERN (kept here so the schema shows it
+#: without importing the faces service, which pulls in dlib).
+FACE_NAME_PATTERN = r"^\s*\w[\w .,'-]*\s*$"
+FACE_NAME_DESCRIPTION = (
+    "1-64 letters, digits and '_', then also spaces and . , ' - (no '/'); "
+    "surrounding spaces are trimmed."
+)
+
+
 class RenameRequest(Strict):
-    new_name: str = Field(min_length=1, max_length=64)
+    new_name: str = Field(
+        min_length=1, max_length=64, pattern=FACE_NAME_PATTERN, description=FACE_NAME_DESCRIPTION
+    )
 
 
 class Ok(Strict):

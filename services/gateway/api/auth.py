@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from services.gateway import metrics
-from services.gateway.auth import SESSION_COOKIE, Principal
+from services.gateway.auth import SESSION_COOKIE, PasswordCheckBusy, Principal
 from services.gateway.deps import client_ip, get_state, require_session_user, require_user
 from services.gateway.models import (
     NOT_FOUND,
@@ -29,13 +30,21 @@ router = APIRouter(prefix="/api/auth", tags=["auth"])
 @router.post(
     "/login",
     response_model=Me,
-    responses={401: {"description": "bad credentials"}, 429: {"description": "rate limited"}},
+    responses={
+        401: {"description": "bad credentials"},
+        429: {"description": "rate limited"},
+        503: {"description": "too many password checks waiting"},
+    },
 )
-def login(body: LoginRequest, request: Request, response: Response) -> Me | JSONResponse:
-    """Password login; sets an HttpOnly, SameSite=Strict session cookie."""
+async def login(body: LoginRequest, request: Request, response: Response) -> Me | JSONResponse:
+    """Password login; sets an HttpOnly, SameSite=Strict session cookie.
+
+    Every attempt is counted before its password is checked (429 past
+    ``login_max_failures`` per IP or user name within ``login_window_s``), and password
+    checks run on a small executor of their own (503 when too many wait)."""
     gw = get_state(request)
     ip = client_ip(request)
-    wait = gw.auth.login_blocked(ip, body.username)
+    wait = await run_in_threadpool(gw.auth.count_login_attempt, ip, body.username)
     if wait:
         metrics.LOGIN_ATTEMPTS.labels("rate_limited").inc()
         log.warning("login rate limited", extra={"ip": ip, "retry_after": wait})
@@ -44,14 +53,22 @@ def login(body: LoginRequest, request: Request, response: Response) -> Me | JSON
             status_code=429,
             headers={"Retry-After": str(wait)},
         )
-    if not gw.auth.verify_password(body.username, body.password):
-        gw.auth.record_failure(ip, body.username)
+    try:
+        ok = await gw.password_checks.run(gw.auth.verify_password, body.username, body.password)
+    except PasswordCheckBusy:
+        metrics.LOGIN_ATTEMPTS.labels("busy").inc()
+        return JSONResponse(
+            {"detail": "too many logins in progress; try again shortly"},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+    if not ok:
         metrics.LOGIN_ATTEMPTS.labels("failed").inc()
         log.warning("login failed", extra={"ip": ip, "user": body.username[:64]})
         raise HTTPException(401, "wrong user name or password")
-    gw.auth.clear_failures(ip, body.username)
+    await run_in_threadpool(gw.auth.clear_failures, ip, body.username)
     cfg = gw.settings.gateway
-    sid = gw.auth.create_session(body.username, cfg.session_ttl_s)
+    sid = await run_in_threadpool(gw.auth.create_session, body.username, cfg.session_ttl_s)
     response.set_cookie(
         SESSION_COOKIE,
         sid,

@@ -65,12 +65,12 @@ def _per_minute(gw: GatewayState, stream: str, now_ms: int) -> tuple[int, int]:
 @router.get("/stats", response_model=Stats)
 def get_stats(request: Request) -> Stats:
     gw = get_state(request)
-    clients = list_clients(gw)
+    stats = worker_stats(gw)
+    clients = list_clients(gw, stats)
     by_status = {"online": 0, "stale": 0, "offline": 0}
     for c in clients:
         by_status[c["status"]] += 1
     cameras = [cam for c in clients for cam in c["cameras"]]
-    stats = worker_stats(gw)
     now = time.time()
     services = {}
     for svc in SERVICES:

@@ -10,7 +10,15 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Uplo
 from fastapi.concurrency import run_in_threadpool
 
 from services.gateway.deps import GatewayState, get_state, require_user
-from services.gateway.models import NOT_FOUND, Ok, Person, RenameRequest, error_response
+from services.gateway.models import (
+    FACE_NAME_DESCRIPTION,
+    FACE_NAME_PATTERN,
+    NOT_FOUND,
+    Ok,
+    Person,
+    RenameRequest,
+    error_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +91,13 @@ def list_people(request: Request) -> list[dict[str, Any]]:
 )
 async def enroll(
     request: Request,
-    name: str = Form(..., min_length=1, max_length=64),
+    name: str = Form(
+        ...,
+        min_length=1,
+        max_length=64,
+        pattern=FACE_NAME_PATTERN,
+        description=FACE_NAME_DESCRIPTION,
+    ),
     files: list[UploadFile] = File(
         ..., description="1-10 photos (JPEG, PNG, WebP, ...) of one person."
     ),
@@ -110,7 +124,7 @@ async def enroll(
     return person
 
 
-@router.get("/{name}", response_model=Person, responses=NOT_FOUND)
+@router.get("/{name:path}", response_model=Person, responses=NOT_FOUND)
 def get_person(name: str, request: Request) -> dict[str, Any]:
     person = _call(_gallery(get_state(request)).get, name)
     if person is None:
@@ -118,7 +132,7 @@ def get_person(name: str, request: Request) -> dict[str, Any]:
     return person
 
 
-@router.delete("/{name}", response_model=Ok, responses=NOT_FOUND)
+@router.delete("/{name:path}", response_model=Ok, responses=NOT_FOUND)
 def delete_person(name: str, request: Request) -> Ok:
     if not _call(_gallery(get_state(request)).delete, name):
         raise HTTPException(404, f"no person named {name!r}")
@@ -126,7 +140,7 @@ def delete_person(name: str, request: Request) -> Ok:
 
 
 @router.post(
-    "/{name}/rename",
+    "/{name:path}/rename",
     response_model=Person,
     responses={**NOT_FOUND, 409: error_response("The new name is taken.")},
 )

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.gateway.app import create_app
-from tests.services.gateway.conftest import ADMIN, PASSWORD, add_client
+from tests.services.gateway.conftest import ADMIN, PASSWORD, SAME_ORIGIN, add_client
 
 PROTECTED = [
     ("GET", "/api/distributed/clients"),
@@ -87,7 +87,7 @@ def test_login_sets_strict_httponly_cookie_and_logout_ends_session(anon):
 
 
 def test_secure_cookie_when_configured(make_settings):
-    with TestClient(create_app(make_settings(secure_cookies=True))) as c:
+    with TestClient(create_app(make_settings(secure_cookies=True)), headers=SAME_ORIGIN) as c:
         resp = c.post("/api/auth/login", json={"username": ADMIN, "password": PASSWORD})
         assert "Secure" in resp.headers["set-cookie"]
 
@@ -113,9 +113,9 @@ def test_login_rate_limit_429_with_retry_after_even_for_right_password(anon):
 def test_rate_limit_per_user_across_ips(make_settings, r, keys):
     """Failures from many addresses against one account still trip the per-user limit."""
     app = create_app(make_settings(login_max_failures=3))
-    with TestClient(app) as c:
+    with TestClient(app, headers=SAME_ORIGIN) as c:
         for i in range(3):
-            c2 = TestClient(app, client=(f"10.0.0.{i}", 1234))
+            c2 = TestClient(app, client=(f"10.0.0.{i}", 1234), headers=SAME_ORIGIN)
             assert (
                 c2.post("/api/auth/login", json={"username": ADMIN, "password": "x"}).status_code
                 == 401
@@ -196,7 +196,7 @@ def test_password_change(client):
 
 def test_first_start_generates_admin_once(make_settings, capsys, tmp_path):
     settings = make_settings(admin_password=None)
-    with TestClient(create_app(settings)):
+    with TestClient(create_app(settings), headers=SAME_ORIGIN):
         pass
     out = capsys.readouterr().out
     password = re.search(r"password: (\S+)", out).group(1)
@@ -205,7 +205,7 @@ def test_first_start_generates_admin_once(make_settings, capsys, tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert password in Path(path).read_text()
     # Stored hashed (argon2), never in clear.
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), headers=SAME_ORIGIN) as c:
         raw = c.app.state.gw.r.hget(c.app.state.gw.keys.users, ADMIN)
         assert password not in raw and "$argon2id$" in raw
         assert (

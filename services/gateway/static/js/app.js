@@ -9,6 +9,7 @@ const state = {
   detections: new Map(), // camera_id -> {record, at}
   eventsCursor: null,
   view: "live",
+  newKeys: [], // fingerprints of pending-key notices not yet shown
 };
 const SERVICES = ["detector", "faces", "analyst"];
 const NO_SIGNAL_MS = 5000;
@@ -49,6 +50,22 @@ const colorFor = (key) => {
   for (const ch of String(key)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
   return COLORS[h % COLORS.length];
 };
+
+// Run fn at most once per `gapMs`, for a burst of calls: the first call schedules one
+// run, later calls in the same window join it (nothing is lost, nothing is repeated).
+function coalesce(fn, gapMs) {
+  let timer = null;
+  let last = 0;
+  return () => {
+    if (timer) return;
+    const wait = Math.max(0, last + gapMs - Date.now());
+    timer = setTimeout(() => {
+      timer = null;
+      last = Date.now();
+      fn();
+    }, Math.max(wait, 100));
+  };
+}
 
 // --------------------------------------------------------------------- tiles
 class Tile {
@@ -467,11 +484,11 @@ function onMessage(msg) {
       state.detections.set(rec.camera_id, { record: rec, at: Date.now() });
       const tile = state.tiles.get(rec.camera_id);
       if (tile) tile.draw();
+      refreshStats();
       break;
     }
     case "distributed_client_change":
-      scheduleCameras();
-      if (state.view === "clients") loadClients().catch(() => {});
+      refreshRegistry();
       break;
     case "event":
       if (state.view === "events") {
@@ -488,11 +505,11 @@ function onMessage(msg) {
     case "face_update":
       break;
     case "agent_key_pending":
-      toast(`New agent key waiting for approval: ${msg.data.fingerprint}`);
-      loadAgentKeys().catch(() => {});
+      state.newKeys.push(msg.data.fingerprint);
+      refreshAgentKeys();
       break;
     case "agent_key_update":
-      loadAgentKeys().catch(() => {});
+      refreshAgentKeys();
       break;
     case "hello":
       $("user").textContent = msg.data.user;
@@ -502,11 +519,25 @@ function onMessage(msg) {
   }
 }
 
-let camTimer = null;
-function scheduleCameras() {
-  clearTimeout(camTimer);
-  camTimer = setTimeout(() => loadCameras().catch(() => {}), 150);
-}
+// Change notifications come in bursts (60 agents registering, a flood of pending keys):
+// each burst costs one reload, never one per notice.
+const refreshRegistry = coalesce(() => {
+  loadCameras().catch(() => {});
+  loadStats().catch(() => {});
+  if (state.view === "clients") loadClients().catch(() => {});
+}, 1000);
+// Detection updates mean worker stats moved: tiles' and overview figures, every 5 s at most.
+const refreshStats = coalesce(() => {
+  loadCameras().catch(() => {});
+  loadStats().catch(() => {});
+}, 5000);
+const refreshAgentKeys = coalesce(() => {
+  const fps = state.newKeys;
+  if (fps.length === 1) toast(`New agent key waiting for approval: ${fps[0]}`);
+  else if (fps.length > 1) toast(`${fps.length} new agent keys waiting for approval`);
+  state.newKeys = [];
+  loadAgentKeys().catch(() => {});
+}, 2000);
 
 const live = new LiveSocket({
   onMessage,
@@ -515,6 +546,7 @@ const live = new LiveSocket({
     if (tile) tile.frame(header, jpeg);
   },
   onState: (s) => {
+    if (s === "live") refreshRegistry(); // notices missed while reconnecting
     const b = $("conn-state");
     b.textContent = s === "live" ? "live" : s === "connecting" ? "connecting…" : "reconnecting…";
     b.className = `badge ${s === "live" ? "badge-online" : s === "connecting" ? "badge-stale" : "badge-offline"}`;
@@ -587,5 +619,7 @@ loadCameras().catch((e) => toast(e.message, true));
 loadStats().catch(() => {});
 loadAgentKeys().catch(() => {});
 api("/api/auth/me").then((me) => { $("user").textContent = me.user; }).catch(() => {});
-setInterval(() => { loadCameras().catch(() => {}); loadStats().catch(() => {}); }, 2500);
+// No polling: registry changes and detections arrive over the websocket (coalesced
+// above).  Per-minute figures and idle workers' stats also drift with time: slowly.
+setInterval(() => refreshStats(), 30000);
 setInterval(() => { for (const t of state.tiles.values()) t.renderState(); }, 1000);
