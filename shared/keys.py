@@ -107,3 +107,9 @@ class Keys:
     def agent_keys(self) -> str:
         """Hash public key (z85) -> JSON {status: pending|approved|rejected, client_id, ...}."""
         return self.k("agent_keys")
+
+    # --- audit (gateway) ------------------------------------------------------
+    @property
+    def audit(self) -> str:
+        """Stream of audit records (logins, account/token changes, decisions, toggles)."""
+        return self.k("audit")

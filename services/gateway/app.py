@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import start_http_server
 
-from services.gateway.api import agents, cameras, clients, events, faces, system
+from services.gateway.api import agents, cameras, clients, events, faces, system, users
 from services.gateway.api import auth as auth_api
 from services.gateway.auth import AuthStore, PasswordChecks, admin_password_banner
 from services.gateway.config import GatewaySettings
@@ -129,6 +129,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         events.router,
         faces.router,
         agents.router,
+        users.router,
     ):
         app.include_router(router, responses=COMMON_RESPONSES)
     app.include_router(ws_router)

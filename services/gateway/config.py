@@ -74,6 +74,16 @@ class GatewayConfig(Section):
         8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024,
         description="Largest single uploaded face image; larger gets 413.",
     )  # fmt: skip
+    credential_recheck_s: float = Field(
+        2.0, gt=0, le=60,
+        description="Long-lived connections (websocket, MJPEG) check their session or token "
+        "again this often and close once it was revoked, logged out, its password changed "
+        "or its user disabled or deleted.",
+    )  # fmt: skip
+    audit_max_entries: int = Field(
+        100_000, ge=100, le=10_000_000,
+        description="Audit records kept in Redis (oldest trimmed first).",
+    )  # fmt: skip
     allowed_hosts: list[str] = Field(
         default_factory=list,
         max_length=64,

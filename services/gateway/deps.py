@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import redis
-from fastapi import HTTPException, Request, WebSocket
+from fastapi import Depends, HTTPException, Request, WebSocket
 from starlette.requests import HTTPConnection
 
 from services.gateway import metrics
 from services.gateway.auth import SESSION_COOKIE, AuthStore, PasswordChecks, Principal
 from services.gateway.config import GatewaySettings
+from services.gateway.roles import role_at_least
 from shared.keys import Keys
 
 if TYPE_CHECKING:
@@ -96,21 +98,19 @@ def same_origin(conn: HTTPConnection, *, required: bool = True) -> bool:
 
 
 def authenticate(conn: HTTPConnection) -> Principal | None:
+    """The principal behind a request's bearer token or session cookie, with its role
+    and camera scope read now (a deleted or disabled account, a revoked token or an
+    ended session gives None at once)."""
     gw = get_state(conn)
     header = conn.headers.get("authorization", "")
     if header:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return None
-        principal = gw.auth.token_principal(token.strip())
-        # A deleted account's tokens and sessions stop working at once.
-        return principal if principal is not None and principal.role is not None else None
+        return gw.auth.token_principal(token.strip())
     sid = conn.cookies.get(SESSION_COOKIE)
     if sid:
-        user = gw.auth.session_user(sid)
-        role = gw.auth.role_of(user) if user else None
-        if user and role is not None:
-            return Principal(user=user, via="session", role=role)
+        return gw.auth.session_principal(sid)
     return None
 
 
@@ -137,6 +137,23 @@ def check_cookie_request(request: Request) -> None:
         raise HTTPException(403, "cross-origin request refused (Origin must be this server)")
 
 
+def require_role(minimum: str) -> Callable[[Request], Principal]:
+    """A dependency: :func:`require_user`, and a role at least ``minimum`` (403 else)."""
+
+    def dependency(request: Request) -> Principal:
+        principal = require_user(request)
+        if not role_at_least(principal.role, minimum):
+            metrics.AUTH_REJECTED.labels(f"not_{minimum}").inc()
+            raise HTTPException(403, f"{minimum} role required")
+        return principal
+
+    dependency.__name__ = f"require_{minimum}"
+    return dependency
+
+
+require_operator = require_role("operator")
+
+
 def require_admin(request: Request) -> Principal:
     """Like :func:`require_user`, and the account must have the ``admin`` role (403 else)."""
     principal = require_user(request)
@@ -161,3 +178,76 @@ def websocket_user(ws: WebSocket) -> Principal | None:
     if principal.via == "session" and not (host_allowed(ws) and same_origin(ws, required=False)):
         return None
     return principal
+
+
+# ------------------------------------------------------------------ camera scope
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+class CameraGuard:
+    """What one request may see and change, from its principal's role and camera scope.
+
+    Routes get it from :func:`camera_scope` and use it for everything camera-shaped:
+    single items out of scope answer 404 exactly like unknown ones (ids do not leak),
+    lists are filtered.
+    """
+
+    def __init__(self, principal: Principal) -> None:
+        self.principal = principal
+        self.scope = principal.scope
+
+    @property
+    def everything(self) -> bool:
+        return self.scope.everything
+
+    def allows(self, camera_id: str) -> bool:
+        return self.scope.allows(camera_id)
+
+    def allows_client(self, client_id: str) -> bool:
+        return self.scope.allows_client(client_id)
+
+    def camera(self, camera_id: str, *, write: bool = False) -> None:
+        """404 when ``camera_id`` is out of scope; 403 when ``write`` and the role is
+        read only (checked after the scope, so a viewer learns nothing of other ids)."""
+        if not self.scope.allows(camera_id):
+            metrics.AUTH_REJECTED.labels("out_of_scope").inc()
+            raise HTTPException(404, f"unknown camera {camera_id!r}")
+        if write:
+            self.require_write()
+
+    def client(self, client_id: str) -> None:
+        if not self.scope.allows_client(client_id):
+            metrics.AUTH_REJECTED.labels("out_of_scope").inc()
+            raise HTTPException(404, f"unknown client {client_id!r}")
+
+    def require_write(self) -> None:
+        if not role_at_least(self.principal.role, "operator"):
+            metrics.AUTH_REJECTED.labels("read_only").inc()
+            raise HTTPException(403, "operator role required (viewers are read only)")
+
+    def cameras(self, rows: list[dict[str, Any]], key: str = "camera_id") -> list[dict[str, Any]]:
+        """Only the rows whose camera is in scope."""
+        if self.everything:
+            return rows
+        return [row for row in rows if self.scope.allows(str(row.get(key, "")))]
+
+    def ids(self, camera_ids: Iterable[str]) -> list[str]:
+        return [c for c in camera_ids if self.scope.allows(c)]
+
+
+def camera_scope(request: Request, principal: Principal = Depends(require_user)) -> CameraGuard:
+    """THE enforcement point for camera data: every route that takes or returns a
+    camera's data depends on this (tests/services/gateway/test_scope.py checks it).
+
+    A ``camera_id``/``client_id`` path parameter out of scope is a 404 before the route
+    runs; writes need the operator role.  Routes filter their lists through the guard
+    and check body-borne camera ids with :meth:`CameraGuard.camera`.
+    """
+    guard = CameraGuard(principal)
+    if "camera_id" in request.path_params:
+        guard.camera(str(request.path_params["camera_id"]))
+    if "client_id" in request.path_params:
+        guard.client(str(request.path_params["client_id"]))
+    if request.method not in SAFE_METHODS:
+        guard.require_write()
+    return guard

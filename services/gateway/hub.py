@@ -26,6 +26,7 @@ import json
 import logging
 import struct
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -128,6 +129,8 @@ class Connection:
         self.cameras: set[str] = set()
         self.sent: dict[str, int] = {}
         self.closed = asyncio.Event()
+        # Scope hook, set by ws.py: may this connection receive (kind, data, camera_id)?
+        self.allows: Callable[[str, dict[str, Any], str | None], bool] = lambda *_: True
 
     async def sender(self) -> None:
         """Drain the buffer into the socket; close the socket if one send blocks too long."""
@@ -209,6 +212,8 @@ class Hub:
     def broadcast(self, kind: str, data: dict[str, Any], camera_id: str | None = None) -> None:
         text = json.dumps({"type": kind, "data": data}, separators=(",", ":"))
         for conn in self.connections:
+            if not conn.allows(kind, data, camera_id):
+                continue
             if kind == "distributed_detection_update" and camera_id:
                 conn.buffer.put_latest(kind, camera_id, text)
             else:

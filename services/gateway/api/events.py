@@ -8,8 +8,9 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 
-from services.gateway.deps import GatewayState, get_state, require_user
+from services.gateway.deps import CameraGuard, GatewayState, camera_scope, get_state, require_user
 from services.gateway.models import EventPage, ResultsView, error_response
+from services.gateway.scoping import snapshot_camera
 from shared.redisutil import parse_entry
 
 router = APIRouter(prefix="/api", tags=["results"], dependencies=[Depends(require_user)])
@@ -59,6 +60,7 @@ def list_events(
         None, description="`next_cursor` of the previous page (a stream id)."
     ),
     limit: int = Query(50, ge=1, le=500),
+    guard: CameraGuard = Depends(camera_scope),
 ) -> EventPage:
     """Events, newest first, filtered and paginated with a stream-id cursor."""
     if cursor is not None and not _valid_stream_id(cursor):
@@ -92,6 +94,8 @@ def list_events(
             last_id = entry_id
             if camera_id and fields.get("camera_id") != camera_id:
                 continue
+            if not guard.allows(str(fields.get("camera_id", ""))):
+                continue
             if type and fields.get("type") != type:
                 continue
             if since is not None or until is not None:
@@ -121,10 +125,14 @@ def list_events(
         404: error_response("Snapshot expired or unknown."),
     },
 )
-def get_snapshot(snapshot_id: str, request: Request) -> Response:
+def get_snapshot(
+    snapshot_id: str, request: Request, guard: CameraGuard = Depends(camera_scope)
+) -> Response:
     if not SNAPSHOT_ID.match(snapshot_id):
         raise HTTPException(400, "bad snapshot id")
     gw = get_state(request)
+    if not guard.everything and not guard.allows(snapshot_camera(gw, snapshot_id) or ""):
+        raise HTTPException(404, "snapshot expired or unknown")
     data = gw.rb.get(gw.keys.snapshot(snapshot_id))
     if data is None:
         raise HTTPException(404, "snapshot expired or unknown")
@@ -133,8 +141,10 @@ def get_snapshot(snapshot_id: str, request: Request) -> Response:
     )
 
 
-def _results(gw: GatewayState, stream: str, camera_id: str | None, limit: int) -> ResultsView:
-    cams = [camera_id] if camera_id else sorted(gw.r.smembers(gw.keys.cameras))
+def _results(
+    gw: GatewayState, stream: str, camera_id: str | None, limit: int, guard: CameraGuard
+) -> ResultsView:
+    cams = guard.ids([camera_id] if camera_id else sorted(gw.r.smembers(gw.keys.cameras)))
     latest: dict[str, dict[str, Any]] = {}
     if cams:
         raws = gw.r.mget([gw.keys.latest(stream, c) for c in cams])
@@ -153,6 +163,8 @@ def _results(gw: GatewayState, stream: str, camera_id: str | None, limit: int) -
             scanned += 1
             if camera_id and fields.get("camera_id") != camera_id:
                 continue
+            if not guard.allows(str(fields.get("camera_id", ""))):
+                continue
             recent.append(parse_entry(entry_id, fields))
             if len(recent) >= limit:
                 break
@@ -167,9 +179,10 @@ def detections(
     request: Request,
     camera_id: str | None = Query(None, max_length=300),
     limit: int = Query(20, ge=0, le=500),
+    guard: CameraGuard = Depends(camera_scope),
 ) -> ResultsView:
     """Latest detection record per camera plus the most recent ones."""
-    return _results(get_state(request), "detections", camera_id, limit)
+    return _results(get_state(request), "detections", camera_id, limit, guard)
 
 
 @router.get("/analysis", response_model=ResultsView)
@@ -177,6 +190,7 @@ def analysis(
     request: Request,
     camera_id: str | None = Query(None, max_length=300),
     limit: int = Query(20, ge=0, le=500),
+    guard: CameraGuard = Depends(camera_scope),
 ) -> ResultsView:
     """Latest analyst summary per camera plus the most recent ones."""
-    return _results(get_state(request), "analysis", camera_id, limit)
+    return _results(get_state(request), "analysis", camera_id, limit, guard)

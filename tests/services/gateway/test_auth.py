@@ -78,7 +78,7 @@ def test_login_sets_strict_httponly_cookie_and_logout_ends_session(anon):
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     assert "Secure" not in cookie
     sid = re.search(r"sentri_session=([^;]+)", cookie).group(1)
-    assert anon.get("/api/auth/me").json() == {"user": ADMIN, "via": "session"}
+    assert anon.get("/api/auth/me").json() == {"user": ADMIN, "via": "session", "role": "admin", "cameras": ["*"]}
     assert anon.get("/").status_code == 200
     anon.post("/api/auth/logout")
     # The old session id is dead server-side, not just forgotten by the browser.
@@ -139,7 +139,7 @@ def test_api_tokens_create_use_list_revoke(client, anon_factory=None):
 
     bearer = {"Authorization": f"Bearer {token}"}
     client.cookies.clear()
-    assert client.get("/api/auth/me", headers=bearer).json() == {"user": ADMIN, "via": "token"}
+    assert client.get("/api/auth/me", headers=bearer).json()["via"] == "token"
     assert client.get("/api/cameras", headers=bearer).status_code == 200
     # A token cannot mint or revoke tokens (needs an interactive session).
     assert client.post("/api/auth/tokens", json={"name": "x"}, headers=bearer).status_code == 403

@@ -1,0 +1,25 @@
+"""Helpers that find which camera a piece of media belongs to, for the scope check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SCAN_BATCH = 500
+
+
+def snapshot_camera(gw: Any, snapshot_id: str, scan_max: int = 20_000) -> str | None:
+    """The camera whose event references ``snapshot_id`` (newest events first, at most
+    ``scan_max`` examined), or None.  Snapshot ids are random, so the events stream is
+    the only link from a snapshot to its camera while snapshots live in Redis."""
+    end = "+"
+    scanned = 0
+    while scanned < scan_max:
+        batch = gw.r.xrevrange(gw.keys.stream("events"), end, "-", count=SCAN_BATCH)
+        for _entry_id, fields in batch:
+            if fields.get("snapshot_id") == snapshot_id:
+                return str(fields.get("camera_id") or "") or None
+        scanned += len(batch)
+        if len(batch) < SCAN_BATCH:
+            return None
+        end = f"({batch[-1][0]}"
+    return None
