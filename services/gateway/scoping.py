@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 SCAN_BATCH = 500
@@ -16,7 +17,14 @@ def snapshot_camera(gw: Any, snapshot_id: str, scan_max: int = 20_000) -> str | 
     while scanned < scan_max:
         batch = gw.r.xrevrange(gw.keys.stream("events"), end, "-", count=SCAN_BATCH)
         for _entry_id, fields in batch:
-            if fields.get("snapshot_id") == snapshot_id:
+            data = fields.get("data") or ""
+            if snapshot_id not in data:  # cheap test before parsing
+                continue
+            try:
+                record = json.loads(data)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("snapshot_id") == snapshot_id:
                 return str(fields.get("camera_id") or "") or None
         scanned += len(batch)
         if len(batch) < SCAN_BATCH:
