@@ -102,6 +102,8 @@ def read(
     gw: Any, *, limit: int, cursor: str | None, action: str | None, user: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first; ``cursor`` is the last id of the previous page."""
+    if cursor is not None and not any(int(part) for part in cursor.split("-")):
+        return [], None  # nothing is older than the first possible id
     end = f"({cursor}" if cursor else "+"
     out: list[dict[str, Any]] = []
     last: str | None = None

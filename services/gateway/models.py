@@ -319,8 +319,9 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: error_response("Malformed request (e.g. a body that is not valid JSON)."),
     401: error_response("Missing, expired or invalid session or API token."),
     403: error_response(
-        "Refused: a cookie-authenticated write from another origin, an API token where a "
-        "login is required, or an account without the needed role."
+        "Refused: a cookie-authenticated request from another origin or through a host name "
+        "not in gateway.allowed_hosts, an API token where a login is required, or an account "
+        "(or token) without the needed role."
     ),
     413: error_response("Request body larger than gateway.max_body_bytes."),
     503: error_response("Storage (Redis) or a needed component is unavailable."),
