@@ -60,7 +60,7 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     hub = gw.hub
     assert hub is not None
     conn = Connection(ws, principal.user, cfg.ws_queue_messages, cfg.ws_send_timeout_s)
-    access = ConnectionAccess(principal)
+    access = ConnectionAccess(principal, conn)
     conn.allows = access.allows
     hub.add(conn)
     sender = asyncio.create_task(conn.sender(), name="ws-sender")
@@ -135,10 +135,14 @@ class ConnectionAccess:
         {"distributed_detection_update", "face_update", "analysis_update", "event"}
     )
 
-    def __init__(self, principal: Principal) -> None:
+    def __init__(self, principal: Principal, conn: Connection) -> None:
         self.principal = principal
+        self.conn = conn
 
     def allows(self, kind: str, data: dict[str, Any], camera_id: str | None) -> bool:
+        """May this connection get the hub's shared message?  A registry change that
+        lists cameras outside the scope is not shared: this connection gets its own
+        copy with only the cameras it may see."""
         p = self.principal
         if kind in AGENT_KEY_MESSAGE_TYPES.values():
             return p.role == "admin"
@@ -149,8 +153,16 @@ class ConnectionAccess:
         if kind in self.STREAM_KINDS:
             return False  # a result without a camera: not provably in scope
         client_id = data.get("client_id")
-        if isinstance(client_id, str):
-            return p.scope.allows_client(client_id)
+        if client_id is not None and not (
+            isinstance(client_id, str) and p.scope.allows_client(client_id)
+        ):
+            return False
+        cams = data.get("cameras")
+        if isinstance(cams, list):
+            mine = [c for c in cams if isinstance(c, str) and p.scope.allows(c)]
+            if len(mine) != len(cams):
+                self.conn.send_json(kind, {**data, "cameras": mine})
+                return False
         return True
 
 

@@ -336,11 +336,15 @@ def test_websocket_sends_only_cameras_in_scope(world, r, keys):
         ws.send(json.dumps({"type": "subscribe", "cameras": list(CAMERAS)}))
         seen_types: list[tuple[str, str]] = []
         frames: set[str] = set()
+        changes: list[dict] = []
         subscribed = None
         deadline = time.monotonic() + 15
         marker_seen = False
         sent_results = False
-        while time.monotonic() < deadline and not marker_seen:
+        # Results and registry changes come through two readers: wait for both markers
+        # (the own camera's analysis, the own client's change), each published after
+        # the others' on the same channel.
+        while time.monotonic() < deadline and not (marker_seen and changes):
             msg = ws.recv(timeout=max(0.05, deadline - time.monotonic()))
             if isinstance(msg, bytes):
                 head, _ = decode_frame_message(msg)
@@ -349,10 +353,12 @@ def test_websocket_sends_only_cameras_in_scope(world, r, keys):
                 data = json.loads(msg)
                 if data["type"] == "subscribed":
                     subscribed = data["data"]["cameras"]
+                if data["type"] == "distributed_client_change":
+                    changes.append(data["data"])
                 cam = data["data"].get("camera_id") if isinstance(data["data"], dict) else None
                 if cam:
                     seen_types.append((data["type"], cam))
-                    marker_seen = data["data"].get("summary") == "marker"
+                    marker_seen = marker_seen or data["data"].get("summary") == "marker"
             if subscribed is not None and ALLOWED in frames and not sent_results:
                 sent_results = True
                 # Others' results first, then the viewer's own: when that arrives, the
@@ -360,14 +366,17 @@ def test_websocket_sends_only_cameras_in_scope(world, r, keys):
                 for cam in OTHERS:
                     publish_record(r, keys, "events", {"camera_id": cam, "type": "x"}, maxlen=1000)
                     publish_record(r, keys, "detections", {"camera_id": cam, "objects": []}, maxlen=1000)  # fmt: skip
-                r.publish(
-                    keys.notify, json.dumps({"type": "client_registered", "client_id": "other"})
-                )
+                for client, cams in (("other", ["other/cam"]), ("demo", list(CAMERAS[:2]))):
+                    change = {"type": "client_registered", "client_id": client, "cameras": cams}
+                    r.publish(keys.notify, json.dumps(change))
                 publish_record(r, keys, "analysis", {"camera_id": ALLOWED, "summary": "marker"}, maxlen=1000)  # fmt: skip
     assert marker_seen, "the viewer's own camera's update never arrived"
     assert subscribed == [ALLOWED]
     assert frames == {ALLOWED}
     assert all(cam == ALLOWED for _, cam in seen_types), seen_types
+    # Registry changes: the other client's is not sent; the own client's lists only the
+    # cameras in scope.
+    assert changes == [{"type": "client_registered", "client_id": "demo", "cameras": [ALLOWED]}]
     viewer.close()
 
 
