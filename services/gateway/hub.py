@@ -287,7 +287,8 @@ class Hub:
             return
         text = stream_message_text(kind, entry)
         for conn in self.connections:
-            conn.buffer.put(kind, text)
+            if conn.allows(kind, {}, camera_id):  # scope hook (ws.py)
+                conn.buffer.put(kind, text)
 
     def _on_notify(self, data: dict[str, Any]) -> None:
         """Agent key notices go out as their own message types (only their fingerprint and

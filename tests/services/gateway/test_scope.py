@@ -366,6 +366,8 @@ def test_websocket_sends_only_cameras_in_scope(world, r, keys):
                 for cam in OTHERS:
                     publish_record(r, keys, "events", {"camera_id": cam, "type": "x"}, maxlen=1000)
                     publish_record(r, keys, "detections", {"camera_id": cam, "objects": []}, maxlen=1000)  # fmt: skip
+                    publish_record(r, keys, "analysis", {"camera_id": cam, "summary": "no"}, maxlen=1000)  # fmt: skip
+                    publish_record(r, keys, "faces", {"camera_id": cam, "faces": []}, maxlen=1000)  # fmt: skip
                 for client, cams in (("other", ["other/cam"]), ("demo", list(CAMERAS[:2]))):
                     change = {"type": "client_registered", "client_id": client, "cameras": cams}
                     r.publish(keys.notify, json.dumps(change))
