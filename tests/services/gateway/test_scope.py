@@ -139,6 +139,12 @@ class Walk:
     def _named(self, name: str, node: dict[str, Any], camera: str) -> Any:
         if name == "camera_id":
             return camera
+        # A field with a format this generator cannot guess declares an example
+        # (pydantic Field(examples=[...])): the walk uses it.
+        if node.get("examples"):
+            return node["examples"][0]
+        if "example" in node:
+            return node["example"]
         if "enum" in node:
             return node["enum"][0]
         if "const" in node:
