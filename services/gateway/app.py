@@ -21,7 +21,7 @@ from services.gateway.api import agents, cameras, clients, events, faces, system
 from services.gateway.api import auth as auth_api
 from services.gateway.auth import AuthStore, PasswordChecks, admin_password_banner
 from services.gateway.config import GatewaySettings
-from services.gateway.deps import GatewayState
+from services.gateway.deps import GatewayState, allowed_host_names
 from services.gateway.hub import Hub
 from services.gateway.live import LiveFrames
 from services.gateway.models import COMMON_RESPONSES
@@ -81,6 +81,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             # Printed once, to stdout only (never through the log pipeline).
             print(admin_password_banner(cfg.admin_user, generated, path), flush=True)
             log.warning("admin account created; password printed above", extra={"file": path})
+        log.info(
+            "dashboard host names (cookie requests)",
+            extra={"allowed_hosts": sorted(allowed_host_names(settings))},
+        )
         metrics_server = start_metrics_listener(settings)
         ar = aredis.Redis.from_url(
             settings.redis.url, decode_responses=True, socket_connect_timeout=5

@@ -89,7 +89,8 @@ class GatewayConfig(Section):
         max_length=64,
         description="Host names browsers may use to reach the dashboard (the Host header of "
         "cookie-authenticated requests; others get 403, against DNS rebinding). Empty = the "
-        "bind address (host), localhost and 127.0.0.1. Add the LAN name/IP you browse to.",
+        "bind address (host), localhost and 127.0.0.1 (bound to 0.0.0.0/::, also this "
+        "machine's host name and its addresses). List the names/IPs you browse to.",
     )
     cors_origins: list[str] = Field(
         default_factory=list,

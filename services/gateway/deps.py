@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -64,8 +66,24 @@ def _split_host(value: str) -> tuple[str, int | None]:
 
 def allowed_host_names(settings: GatewaySettings) -> frozenset[str]:
     cfg = settings.gateway
-    names = cfg.allowed_hosts or [cfg.host, "localhost", "127.0.0.1"]
-    return frozenset(n.lower().strip("[]") for n in names)
+    if cfg.allowed_hosts:
+        return frozenset(n.lower().strip("[]") for n in cfg.allowed_hosts)
+    return _default_host_names(cfg.host)
+
+
+@functools.lru_cache(maxsize=8)
+def _default_host_names(bind: str) -> frozenset[str]:
+    """The bind address, localhost and 127.0.0.1; bound to every address (0.0.0.0,
+    ::), also this machine's host name and the addresses it resolves to."""
+    names = {bind.lower().strip("[]"), "localhost", "127.0.0.1"}
+    if bind in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+        names.update({host.lower(), socket.getfqdn().lower()})
+        try:
+            names.update(str(info[4][0]) for info in socket.getaddrinfo(host, None))
+        except OSError:
+            pass
+    return frozenset(names)
 
 
 def host_allowed(conn: HTTPConnection) -> bool:

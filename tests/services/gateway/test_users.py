@@ -4,6 +4,7 @@ origin rules and the audit trail (issue 14)."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -362,6 +363,9 @@ def test_default_allowed_hosts_are_bind_address_and_loopback_names(make_settings
 
     s = make_settings(allowed_hosts=[], host="10.1.2.3")
     assert allowed_host_names(s) == {"10.1.2.3", "localhost", "127.0.0.1"}
+    lan = allowed_host_names(make_settings(allowed_hosts=[], host="0.0.0.0"))
+    assert {"localhost", "127.0.0.1", socket.gethostname().lower()} <= lan
+    assert allowed_host_names(make_settings(allowed_hosts=["Sentri.LAN"])) == {"sentri.lan"}
 
 
 # --------------------------------------------------------------------- audit
