@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pydantic import Field, SecretStr, field_validator
 
+from services.faces.config import FacesConfig
 from shared.config import (
     GeneralConfig,
     IngestConfig,
@@ -155,6 +156,9 @@ class GatewaySettings:
     redis: RedisConfig
     general: GeneralConfig
     ingest: IngestConfig
+    #: The ``faces`` section, for the face gallery the API manages (same file and env
+    #: as the faces worker, so enrolment follows the same limits).
+    faces: FacesConfig | None = None
 
 
 def load_settings(
@@ -178,4 +182,5 @@ def load_settings(
         ),
         general=load_section(GeneralConfig, "general", config_file=config_file, env=env),
         ingest=load_section(IngestConfig, "ingest", config_file=config_file, env=env),
+        faces=load_section(FacesConfig, "faces", config_file=config_file, env=env),
     )
