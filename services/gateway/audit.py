@@ -1,8 +1,8 @@
 """Audit trail: who did what, from where, when.
 
-Records go to the Redis stream ``keys.audit`` (XADD with approximate MAXLEN
-``gateway.audit_max_entries``: the oldest records go first) until the event store
-holds them.  One record per action, fields:
+Records go to the Redis stream ``keys.audit`` until the event store holds them, kept
+for ``gateway.audit_retention_days`` and at most about ``gateway.audit_max_entries``
+records (approximate MAXLEN/MINID trimming: the oldest records go first).  One record per action, fields:
 
 ``ts`` (unix ms), ``action`` (see :data:`ACTIONS`), ``user`` (who acted, or the name
 tried for a failed login), ``via`` (session | token | -), ``ip`` (source address),
@@ -83,13 +83,13 @@ def record(
     }
     if principal is not None and principal.token_id:
         fields["token_id"] = principal.token_id
+    cfg = gw.settings.gateway
+    oldest_ms = int((time.time() - cfg.audit_retention_days * 86400) * 1000)
     try:
-        gw.r.xadd(
-            gw.keys.audit,
-            fields,
-            maxlen=gw.settings.gateway.audit_max_entries,
-            approximate=True,
-        )
+        pipe = gw.r.pipeline(transaction=False)
+        pipe.xadd(gw.keys.audit, fields, maxlen=cfg.audit_max_entries, approximate=True)
+        pipe.xtrim(gw.keys.audit, minid=f"{oldest_ms}-0", approximate=True)
+        pipe.execute()
     except redis.RedisError as exc:
         AUDIT_ERRORS.inc()
         log.error("audit record lost", extra={"action": action, "error": str(exc)})

@@ -85,6 +85,9 @@ class GatewayConfig(Section):
         100_000, ge=100, le=10_000_000,
         description="Audit records kept in Redis (oldest trimmed first).",
     )  # fmt: skip
+    audit_retention_days: float = Field(
+        90, gt=0, le=3650, description="Audit records older than this are trimmed."
+    )
     allowed_hosts: list[str] = Field(
         default_factory=list,
         max_length=64,

@@ -417,3 +417,13 @@ def test_audit_stream_is_bounded(make_settings, r, keys):
         for _ in range(400):
             c.post("/api/auth/login", json={"username": "nobody", "password": "x"})
         assert r.xlen(keys.audit) < 400
+    # Retention by age: records older than audit_retention_days go.
+    r.delete(keys.audit)
+    old_ms = int((time.time() - 3 * 86400) * 1000)
+    for i in range(300):  # whole macro nodes of old entries (trimming is approximate)
+        r.xadd(keys.audit, {"action": "login", "ts": str(old_ms)}, id=f"{old_ms}-{i}")
+    with TestClient(create_app(make_settings(audit_retention_days=1)), headers=SAME_ORIGIN) as c:
+        c.post("/api/auth/login", json={"username": "nobody", "password": "x"})
+    remaining = r.xrange(keys.audit)
+    assert len(remaining) < 300
+    assert remaining[-1][1]["action"] in ("login_failed", "login_rate_limited")
