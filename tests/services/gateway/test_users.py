@@ -427,3 +427,11 @@ def test_audit_stream_is_bounded(make_settings, r, keys):
     remaining = r.xrange(keys.audit)
     assert len(remaining) < 300
     assert remaining[-1][1]["action"] in ("login_failed", "login_rate_limited")
+
+
+def test_metrics_need_an_admin_off_loopback(client):
+    """/metrics is process-wide (not scoped): a viewer gets 403, an admin the figures."""
+    _user(client, "guard")
+    guard = _login(client, "guard")
+    assert guard.get("/metrics").status_code == 403  # TestClient's peer is not loopback
+    assert client.get("/metrics").status_code == 200
