@@ -99,7 +99,10 @@ def same_origin(conn: HTTPConnection, *, required: bool = True) -> bool:
     source = conn.headers.get("origin") or conn.headers.get("referer")
     if not source:
         return not required
-    scheme = "https" if conn.url.scheme in ("https", "wss") else "http"
+    # Behind a TLS-terminating proxy the gateway sees plain HTTP: secure_cookies says
+    # the browser is on HTTPS.
+    https = conn.url.scheme in ("https", "wss") or get_state(conn).settings.gateway.secure_cookies
+    scheme = "https" if https else "http"
     default = 443 if scheme == "https" else 80
     host, port = _split_host(conn.headers.get("host", ""))
     try:

@@ -78,7 +78,12 @@ def test_login_sets_strict_httponly_cookie_and_logout_ends_session(anon):
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     assert "Secure" not in cookie
     sid = re.search(r"sentri_session=([^;]+)", cookie).group(1)
-    assert anon.get("/api/auth/me").json() == {"user": ADMIN, "via": "session", "role": "admin", "cameras": ["*"]}
+    assert anon.get("/api/auth/me").json() == {
+        "user": ADMIN,
+        "via": "session",
+        "role": "admin",
+        "cameras": ["*"],
+    }
     assert anon.get("/").status_code == 200
     anon.post("/api/auth/logout")
     # The old session id is dead server-side, not just forgotten by the browser.
@@ -87,7 +92,8 @@ def test_login_sets_strict_httponly_cookie_and_logout_ends_session(anon):
 
 
 def test_secure_cookie_when_configured(make_settings):
-    with TestClient(create_app(make_settings(secure_cookies=True)), headers=SAME_ORIGIN) as c:
+    app = create_app(make_settings(secure_cookies=True))
+    with TestClient(app, headers={"Origin": "https://testserver"}) as c:  # the browser is on HTTPS
         resp = c.post("/api/auth/login", json={"username": ADMIN, "password": PASSWORD})
         assert "Secure" in resp.headers["set-cookie"]
 

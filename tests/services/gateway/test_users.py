@@ -435,3 +435,23 @@ def test_metrics_need_an_admin_off_loopback(client):
     guard = _login(client, "guard")
     assert guard.get("/metrics").status_code == 403  # TestClient's peer is not loopback
     assert client.get("/metrics").status_code == 200
+
+
+def test_behind_a_tls_proxy_the_origin_is_https(make_settings, r, keys):
+    """secure_cookies: the browser is on HTTPS (a proxy terminates TLS), so its https
+    Origin is the same origin and an http one is not."""
+    from fastapi.testclient import TestClient
+
+    from services.gateway.app import create_app
+
+    add_client(r, keys, "lab", ("front",))
+    app = create_app(make_settings(secure_cookies=True, allowed_hosts=["sentri.example"]))
+    with TestClient(app, base_url="https://sentri.example") as c:
+        login = {"username": ADMIN, "password": PASSWORD}
+        assert c.post("/api/auth/login", json=login).status_code == 200
+        body = {"camera_id": "lab/front"}
+        url = "/api/distributed/stop_processing"
+        https = {"Origin": "https://sentri.example", "Host": "sentri.example"}
+        assert c.post(url, json=body, headers=https).status_code == 200
+        http = {"Origin": "http://sentri.example", "Host": "sentri.example"}
+        assert c.post(url, json=body, headers=http).status_code == 403
