@@ -370,6 +370,10 @@ class AuthStore:
         scope = user_scope(owner)
         if role != "admin" or meta.get("cameras"):
             scope = scope.narrowed(meta.get("cameras"))
+        if role == "admin" and not scope.everything:
+            # Administration reaches every camera (it could create a wider account): a
+            # token limited to some cameras is at most an operator.
+            role = "operator"
         return Principal(
             user=meta["user"],
             via="token",

@@ -161,6 +161,14 @@ def test_tokens_are_never_wider_than_their_owner(client, r, keys):
     ro = {"Authorization": f"Bearer {admin_token}"}
     assert anon.get("/api/users", headers=ro).status_code == 403
     assert [c["camera_id"] for c in anon.get("/api/cameras", headers=ro).json()] == ["other/cam"]
+    # An admin's token limited to some cameras is at most an operator: it could
+    # otherwise create an account wider than itself.
+    scoped_admin = client.post("/api/auth/tokens", json={"name": "s", "cameras": ["other"]})
+    sa = {"Authorization": f"Bearer {scoped_admin.json()['token']}"}
+    assert anon.get("/api/auth/me", headers=sa).json()["role"] == "operator"
+    wide = {"username": "wide", "password": PW, "role": "admin", "cameras": ["*"]}
+    assert anon.post("/api/users", json=wide, headers=sa).status_code == 403
+    client.delete(f"/api/auth/tokens/{scoped_admin.json()['id']}")
     # The owner's scope shrinking shrinks the token with it.
     client.patch("/api/users/op", json={"cameras": ["other"]})
     assert anon.get("/api/cameras", headers=bearer).json() == []
