@@ -18,8 +18,9 @@ CHECK_S = 0.2  # a password check made slow on purpose: the race window is wide 
 class CheckCounter:
     """Wraps AuthStore.verify_password: counts checks and the most that ran at once."""
 
-    def __init__(self, auth: AuthStore) -> None:
+    def __init__(self, auth: AuthStore, check_s: float = CHECK_S) -> None:
         self.real = auth.verify_password
+        self.check_s = check_s
         self.lock = threading.Lock()
         self.checked = 0
         self.running = 0
@@ -32,7 +33,7 @@ class CheckCounter:
             self.running += 1
             self.max_running = max(self.max_running, self.running)
         try:
-            time.sleep(CHECK_S)
+            time.sleep(self.check_s)
             return self.real(name, password)
         finally:
             with self.lock:
@@ -82,7 +83,8 @@ def test_unknown_user_burst_runs_a_bounded_number_of_checks(make_server):
     """50 logins of unknown users: at most login_check_workers hashes at once, at most
     login_max_pending_checks admitted, the rest 503; /healthz answers meanwhile."""
     srv = make_server(login_max_failures=1000, login_check_workers=2, login_max_pending_checks=8)
-    counter = CheckCounter(srv.app.state.gw.auth)
+    # 0.5 s per check: the 8 admitted take 2 s, far longer than 50 requests need to arrive.
+    counter = CheckCounter(srv.app.state.gw.auth, check_s=0.5)
     done = threading.Event()
     health: list[int] = []
 
