@@ -12,6 +12,8 @@ def snapshot_camera(gw: Any, snapshot_id: str, scan_max: int = 20_000) -> str | 
     """The camera whose event references ``snapshot_id`` (newest events first, at most
     ``scan_max`` examined), or None.  Snapshot ids are random, so the events stream is
     the only link from a snapshot to its camera while snapshots live in Redis."""
+    if not gw.rb.exists(gw.keys.snapshot(snapshot_id)):
+        return None  # unknown or expired: no scan for ids that name nothing
     end = "+"
     scanned = 0
     while scanned < scan_max:
