@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from pydantic import Field, SecretStr, field_validator
 
-from services.faces.config import FacesConfig
 from shared.config import (
     GeneralConfig,
     IngestConfig,
@@ -159,9 +158,6 @@ class GatewaySettings:
     redis: RedisConfig
     general: GeneralConfig
     ingest: IngestConfig
-    #: The ``faces`` section, for the face gallery the API manages (same file and env
-    #: as the faces worker, so enrolment follows the same limits).
-    faces: FacesConfig | None = None
 
 
 def load_settings(
@@ -185,5 +181,4 @@ def load_settings(
         ),
         general=load_section(GeneralConfig, "general", config_file=config_file, env=env),
         ingest=load_section(IngestConfig, "ingest", config_file=config_file, env=env),
-        faces=load_section(FacesConfig, "faces", config_file=config_file, env=env),
     )

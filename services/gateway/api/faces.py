@@ -58,12 +58,9 @@ def _gallery(gw: GatewayState) -> Any:
         from shared.config import load_section, process_config_file
     except ImportError as exc:
         raise HTTPException(503, f"face gallery unavailable: {exc}") from None
-    # The faces section the gateway was started with (--config file + env), so the
-    # API enrols with the same limits as the CLI and the worker.
-    config = gw.settings.faces or load_section(
-        FacesConfig, "faces", config_file=process_config_file()
+    gallery = Gallery(
+        gw.r, gw.keys, load_section(FacesConfig, "faces", config_file=process_config_file())
     )
-    gallery = Gallery(gw.r, gw.keys, config)
     gw.extras["gallery"] = gallery
     return gallery
 

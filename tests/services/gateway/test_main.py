@@ -90,25 +90,3 @@ def test_process_serves_and_stops_on_sigterm(redis_url, prefix, port_factory, tm
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
-
-
-def test_config_file_faces_section_reaches_the_gallery(tmp_path, redis_url, prefix):
-    """`sentri gateway --config f.yaml` enrols with the file's faces: limits (issue 12,
-    item 17)."""
-    from fastapi.testclient import TestClient
-
-    from services.gateway.api.faces import _gallery
-    from services.gateway.app import create_app
-    from services.gateway.config import load_settings
-
-    cfg = tmp_path / "sentri.yaml"
-    cfg.write_text(
-        f"redis: {{prefix: '{prefix}'}}\n"
-        "gateway: {admin_password: a-long-password, password_hash_time_cost: 1,"
-        " password_hash_memory_kib: 1024}\n"
-        "faces: {max_encodings_per_person: 3}\n"
-    )
-    settings = load_settings(cfg, redis_url=redis_url, env={})
-    assert settings.faces is not None and settings.faces.max_encodings_per_person == 3
-    with TestClient(create_app(settings)) as c:
-        assert _gallery(c.app.state.gw).config.max_encodings_per_person == 3
