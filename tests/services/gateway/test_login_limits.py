@@ -58,6 +58,7 @@ def test_concurrent_wrong_logins_check_at_most_the_limit(make_server):
     bodies = [{"username": ADMIN, "password": f"wrong-{i}"} for i in range(50)]
     bodies[25] = {"username": ADMIN, "password": PASSWORD}
     codes = _burst(srv.url, bodies)
+    print(f"50 concurrent logins, limit 5: {counter.checked} checked, {codes.count(429)} got 429")
     assert counter.checked <= 5, counter.checked
     assert sum(1 for c in codes if c in (200, 401)) <= 5, codes
     assert codes.count(429) >= 45
@@ -98,6 +99,10 @@ def test_unknown_user_burst_runs_a_bounded_number_of_checks(make_server):
     codes = _burst(srv.url, [{"username": f"ghost{i}", "password": "x" * 20} for i in range(50)])
     done.set()
     t.join(20)
+    print(
+        f"50 unknown-user logins: {counter.checked} checked, at most {counter.max_running} "
+        f"at once, {codes.count(503)} got 503, /healthz {health}"
+    )
     assert set(codes) <= {401, 503}, codes
     assert counter.max_running <= 2, counter.max_running
     assert codes.count(401) == counter.checked
