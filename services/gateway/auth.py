@@ -442,6 +442,15 @@ class PasswordCheckBusy(Exception):
     """More password checks are waiting than ``login_max_pending_checks``."""
 
 
+def _lower_priority() -> None:
+    """Password-check threads yield the CPU to the threads serving other requests
+    (Linux: a thread's nice value is its own)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass
+
+
 class PasswordChecks:
     """Runs argon2 verifications on a small executor of their own.
 
@@ -468,7 +477,9 @@ class PasswordChecks:
                 raise PasswordCheckBusy
             self._pending += 1
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="argon2")
+                self._pool = ThreadPoolExecutor(
+                    self._workers, thread_name_prefix="argon2", initializer=_lower_priority
+                )
             pool = self._pool
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
