@@ -1,22 +1,38 @@
-"""Helpers that find which camera a piece of media belongs to, for the scope check."""
+"""Which camera a piece of media belongs to, for the camera-scope check."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
 SCAN_BATCH = 500
+SCAN_MAX = 5000
 
 
-def snapshot_camera(gw: Any, snapshot_id: str, scan_max: int = 20_000) -> str | None:
-    """The camera whose event references ``snapshot_id`` (newest events first, at most
-    ``scan_max`` examined), or None.  Snapshot ids are random, so the events stream is
-    the only link from a snapshot to its camera while snapshots live in Redis."""
-    if not gw.rb.exists(gw.keys.snapshot(snapshot_id)):
-        return None  # unknown or expired: no scan for ids that name nothing
+def snapshot_camera(gw: Any, access: Any, snapshot_id: str) -> str | None:
+    """The camera of the event that references ``snapshot_id`` (``snapshot_url``):
+    from the event store (indexed), else from the newest ``SCAN_MAX`` entries of the
+    events stream (events the archiver has not stored yet).  None when not found.
+    Callers fetch the snapshot first, so ids that name nothing cost no lookup."""
+    if access is not None:
+        try:
+            from shared.eventstore.models import Event
+
+            with Session(access.store.engine) as s:  # ix_events_snapshot
+                cam = s.scalar(
+                    select(Event.camera_id).where(Event.snapshot_id == snapshot_id).limit(1)
+                )
+            if cam:
+                return str(cam)
+        except SQLAlchemyError:
+            pass
     end = "+"
     scanned = 0
-    while scanned < scan_max:
+    while scanned < SCAN_MAX:
         batch = gw.r.xrevrange(gw.keys.stream("events"), end, "-", count=SCAN_BATCH)
         for _entry_id, fields in batch:
             data = fields.get("data") or ""
