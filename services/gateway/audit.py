@@ -41,6 +41,7 @@ ACTIONS = (
     "token_revoked",
     "agent_key_approved",
     "agent_key_rejected",
+    "agent_key_deleted",
     "processing_started",
     "processing_stopped",
     "stream_started",

@@ -189,4 +189,5 @@ def delete_key(
     )
     gw.r.publish(gw.keys.notify, json.dumps(
         {"type": "agent_key_status", "fingerprint": model.fingerprint, "status": "deleted"}))  # fmt: skip
+    audit.record(request, "agent_key_deleted", principal=principal, target=model.fingerprint)
     return model

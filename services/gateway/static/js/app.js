@@ -521,7 +521,7 @@ async function loadUsers() {
 // ---------------------------------------------------------------- audit
 const AUDIT_ACTIONS = ["login", "login_failed", "login_rate_limited", "logout", "password_changed",
   "user_created", "user_updated", "user_deleted", "token_created", "token_revoked",
-  "agent_key_approved", "agent_key_rejected", "processing_started", "processing_stopped",
+  "agent_key_approved", "agent_key_rejected", "agent_key_deleted", "processing_started", "processing_stopped",
   "stream_started", "stream_stopped", "stream_settings", "face_enrolled", "face_renamed",
   "face_deleted", "clients_cleaned_up"];
 
