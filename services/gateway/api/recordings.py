@@ -89,7 +89,11 @@ def _window(since: int | None, until: int | None) -> tuple[int, int]:
     return since, until
 
 
-@router.get("/recordings", response_model=RecordingsView)
+@router.get(
+    "/recordings",
+    response_model=RecordingsView,
+    responses={404: error_response("Unknown camera (or outside your camera scope).")},
+)
 def recordings(
     request: Request,
     camera_id: str = Query(..., min_length=1, max_length=300),
