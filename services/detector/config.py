@@ -53,18 +53,43 @@ class OnnxBackendConfig(Section):
         description="Let ONNX Runtime threads busy-wait between ops (faster, but burns CPU "
         "when the host is shared).",
     )
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="int8: run a statically quantized copy of the export (made once, cached; "
+        "calibrated on the demo scenes). Check it with the accuracy gate "
+        "(`backend: auto` does).",
+    )
 
 
 class OpenVinoBackendConfig(Section):
-    """Run an OpenVINO export (needs the ``openvino`` package, not installed by default)."""
+    """Run the cached ONNX export with the OpenVINO runtime (pip package ``openvino``)."""
 
     type: Literal["openvino"] = Field("openvino", description="Backend selector.")
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32", description="int8: the statically quantized export (as for onnx)."
+    )
+
+
+class AutoBackendConfig(Section):
+    """Measure the candidates once (cached in <state_dir>/models) and use the fastest
+    that passes the accuracy gate against FP32 on the reference photos."""
+
+    type: Literal["auto"] = Field("auto", description="Backend selector.")
+    candidates: list[Literal["onnx", "onnx-int8", "openvino", "openvino-int8"]] = Field(
+        default_factory=lambda: ["onnx", "onnx-int8", "openvino", "openvino-int8"],
+        min_length=1,
+        max_length=4,
+        description="Backends to measure; onnx (FP32) is the reference of the gate.",
+    )
+    remeasure: bool = Field(
+        False, description="Measure again at start even when a cached choice exists."
+    )
 
 
 DEFAULT_BACKEND = "onnx"
 
 BackendConfig = Annotated[
-    TorchBackendConfig | OnnxBackendConfig | OpenVinoBackendConfig,
+    TorchBackendConfig | OnnxBackendConfig | OpenVinoBackendConfig | AutoBackendConfig,
     Field(discriminator="type"),
 ]
 

@@ -20,6 +20,7 @@ import ast
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -151,7 +152,12 @@ class OnnxBackend(Backend):
                     cache_dir=models_dir(self.state_dir),
                 )
             )
+        if cfg.precision == "int8":
+            from services.detector.quantize import quantize_int8
+
+            path = str(quantize_int8(Path(path)))
         providers: list = ["CPUExecutionProvider"]
+
         on_cuda = self.config.device.startswith("cuda")
         if on_cuda:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
