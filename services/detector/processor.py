@@ -384,12 +384,22 @@ class DetectorProcessor(Processor):
         return {c for c, f in zip(cameras, flags, strict=True) if f in ("0", b"0")}
 
     def _sweep_loop(self) -> None:
-        """Close tracks of cameras that stopped sending frames."""
+        """Close tracks of cameras that stopped sending frames.
+
+        "Sending" is judged by the runtime's receive counter, not by processing: under
+        overload a camera's frames may be processed seconds apart while it still sends.
+        """
         interval = min(1.0, self.config.tracker.lost_after_s / 2)
+        received: dict[str, int] = {}
         while not self._stop.wait(interval):
             try:
+                stats = self.runtime.stats if self.runtime is not None else {}
                 with self._lock:
-                    for tracker in list(self.trackers.values()):
+                    for cam, tracker in list(self.trackers.items()):
+                        st = stats.get(cam)
+                        if st is not None and st.received != received.get(cam):
+                            received[cam] = st.received
+                            tracker.note_frame()
                         self._unpublished.extend(tracker.expire())
                     self._flush_events()
             except Exception:
