@@ -138,14 +138,14 @@ def replay(
     }
 
 
-def track_lives(events: list[dict], end: float) -> list[tuple[str, float, float]]:
-    """(camera, entered, left) of every announced track, in simulated seconds."""
+def track_lives(events: list[dict], end: float, t0: float = T0) -> list[tuple[str, float, float]]:
+    """(camera, entered, left) of every announced track, in seconds after ``t0``."""
     entered: dict[tuple[str, int], float] = {}
     lives = []
     for e in events:
         key = (e["camera_id"].split("/")[1], e["track_id"])
         if e["type"] == "object_entered":
-            entered[key] = e["ts"] / 1000 - T0
+            entered[key] = e["ts"] / 1000 - t0
         elif e["type"] == "object_left" and key in entered:
             left = (
                 e["last_seen"] / 1000 - T0 if e.get("reason") == "shutdown" else e["ts"] / 1000 - T0

@@ -220,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     names = args.only.split(",") if args.only else list(SECTIONS)
     results: dict = {"machine": machine()}
+    if args.only and (HERE / "results.json").exists():
+        # --only refreshes some sections; the others keep their last figures.
+        try:
+            previous = json.loads((HERE / "results.json").read_text())
+        except ValueError:
+            previous = {}
+        results = {**previous, "machine": machine()}
     for name in names:
         print(f"==> bench {name} ...", flush=True)
         t0 = time.monotonic()
