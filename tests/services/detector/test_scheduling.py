@@ -204,7 +204,7 @@ def test_a_motion_header_outside_0_1_is_clamped_and_counted(
         assert sample("sentri_detector_motion_header_clamped_total") == before + 2
 
 
-def test_worker_stats_show_static_skips_apart_from_overload_skips(
+def test_worker_stats_show_static_skips_and_tracks_survive_in_real_time(
     onnx_backend, redis_config, r, keys, publisher, state_dir, small_bus_jpeg
 ):
     cam = register_cameras(r, keys, "tile", ["still"])[0]
@@ -215,10 +215,15 @@ def test_worker_stats_show_static_skips_apart_from_overload_skips(
             def stats():
                 raw = r.hget(keys.worker_stats("detector"), cam)
                 st = json.loads(raw) if raw else {}
-                return st if st.get("skipped_static", 0) >= 10 else None
+                return st if st.get("skipped_static", 0) >= 25 else None
 
-            st = wait_for(stats, 30, what="skipped_static in worker_stats")
+            # 25 frames passed over at 5 fps: longer than idle_interval_s (3 s) and
+            # lost_after_s (1 s), in real time with the silence sweep running.
+            st = wait_for(stats, 60, what="skipped_static in worker_stats")
+            evs = read_stream(r, keys, STREAM_EVENTS)
     assert st["processed"] < st["skipped_static"], st
+    assert sum(e["type"] == "object_entered" for e in evs) >= 3
+    assert [e for e in evs if e["type"] == "object_left"] == [], "tracks survived the gaps"
     assert rt.stats[cam].skipped_static >= 10
     assert sample("sentri_detector_frames_skipped_static_total", {"camera": cam}) >= 10
 
