@@ -13,13 +13,16 @@ import json
 
 import cv2
 import numpy as np
+import pytest
 from prometheus_client import REGISTRY
 
 from bench.detector_mixed import missed as match_tracks
 from bench.detector_mixed import track_lives
 from bench.scenes import PasserByScene, paste
+from services.detector.config import SECTION, DetectorConfig
 from services.detector.detections import Detections
 from services.detector.regions import Region, merge_detections, plan_regions
+from shared.config import ConfigError, load_section
 from shared.keys import STREAM_DETECTIONS, STREAM_EVENTS
 from shared.protocol import FrameHeader
 from shared.worker import Frame
@@ -285,3 +288,43 @@ def test_a_person_seen_in_two_overlapping_crops_is_reported_once():
     assert len(merged) == 2
     boxes = sorted(merged.xyxy.tolist())
     assert boxes[0][0] == 320 and boxes[1] == [360, 300, 430, 380], "the uncut sighting wins"
+
+
+# ------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"SENTRI_DETECTOR__IDLE_INTERVAL_S": "0"}, "detector.idle_interval_s"),
+        ({"SENTRI_DETECTOR__REGION_IMGSZ": "300"}, "detector.region_imgsz"),
+        ({"SENTRI_DETECTOR__MOTION_THRESHOLD": "2"}, "detector.motion_threshold"),
+        ({"SENTRI_DETECTOR__BACKEND__PRECISION": "int4"}, "detector.backend.onnx.precision"),
+        (
+            {
+                "SENTRI_DETECTOR__BACKEND__TYPE": "auto",
+                "SENTRI_DETECTOR__BACKEND__CANDIDATES": "[tpu]",
+            },
+            "detector.backend.auto.candidates",
+        ),
+    ],
+)
+def test_scheduling_and_backend_config_is_validated_and_names_the_field(env, field):
+    with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
+        load_section(DetectorConfig, SECTION, env=env)
+
+
+def test_scheduling_config_from_env():
+    cfg = load_section(
+        DetectorConfig,
+        SECTION,
+        env={
+            "SENTRI_DETECTOR__IDLE_INTERVAL_S": "10",
+            "SENTRI_DETECTOR__MOTION_AWARE": "false",
+            "SENTRI_DETECTOR__BACKEND__TYPE": "openvino",
+            "SENTRI_DETECTOR__BACKEND__PRECISION": "int8",
+        },
+    )
+    assert cfg.idle_interval_s == 10 and not cfg.motion_aware
+    assert cfg.backend.type == "openvino" and cfg.backend.precision == "int8"
+    assert DetectorConfig().motion_aware and DetectorConfig().regions
