@@ -95,6 +95,15 @@ def _measure(fps: float, seconds: float, label: str, state: Path, backend: str =
         ws = connect(f"ws://127.0.0.1:{ports['gw']}/ws",
                      additional_headers={"Cookie": cookie, "Origin": base}, max_size=None)  # fmt: skip
         ws.__enter__()
+
+        # Results per frame go only to connections watching the camera (as the
+        # dashboard's tiles do): subscribe to every camera once the agent registered.
+        def cameras() -> list[str]:
+            got = client.get("/api/cameras")
+            return [c["camera_id"] for c in got.json()] if got.status_code == 200 else []
+
+        wait_until(lambda: len(cameras()) >= len(SOURCES), 120, "cameras registered")
+        ws.send(json.dumps({"type": "subscribe", "cameras": cameras()}))
         # Warm-up: until every camera has produced detections (model load, export).
         seen: set[str] = set()
         deadline = time.monotonic() + 240

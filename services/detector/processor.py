@@ -285,6 +285,10 @@ class DetectorProcessor(Processor):
         assert self.runtime is not None and self.backend is not None
         frame = job.frame
         det = self.labels.apply(job.det, self.allowed)
+        if self.labels.merges_classes:
+            # One person seen as both "Normal" and "Fall" is one person: one track,
+            # the more confident posture (two tracks would flicker in and out).
+            det = det.nms(self.config.iou)
         tracker = self._tracker(frame.camera_id)
         det, events = tracker.update(
             det, width=w, height=h, ts_ms=frame.header.ts // 1_000_000, jpeg=frame.jpeg, now=job.t
