@@ -7,7 +7,9 @@ buffer and round-robin batching; this module only turns a batch of frames into
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,10 +25,9 @@ from services.detector.detections import Detections
 from services.detector.models import resolve_model
 from services.detector.records import detection_record, event_record
 from services.detector.regions import Region, merge_detections, plan_regions
-from services.detector.scheduling import Decision, MotionScheduler, frame_clock
+from services.detector.scheduling import Decision, MotionScheduler
 from services.detector.tracking import CameraTracker, TrackEvent
 from shared.keys import STREAM_DETECTIONS
-from shared.protocol import ProtocolError, jpeg_dimensions
 from shared.publishing import SnapshotSink
 from shared.worker import Frame, Processor, WorkerRuntime
 
@@ -45,8 +46,25 @@ def load_backend(config: DetectorConfig, state_dir: str | Path) -> Backend:
     )
     model = resolve_model(config.model, state_dir)
     backend = create_backend(config, model, Path(state_dir))
-    backend.load()
-    backend.warmup()
+    try:
+        backend.load()
+        backend.warmup()
+    except Exception as exc:
+        cached = backend.cached_export
+        if cached is None or not cached.exists():
+            raise
+        # A cached export that does not load (truncated by a crash or a full disk)
+        # must not crash-loop the detector: throw it away and export again, once.
+        log.warning(
+            "cached model export is corrupt; deleting it and exporting again",
+            extra={"path": str(cached), "error": str(exc)[:300]},
+        )
+        with contextlib.suppress(Exception):  # half loaded: release what it holds
+            backend.close()
+        shutil.rmtree(cached) if cached.is_dir() else cached.unlink()
+        backend = create_backend(config, model, Path(state_dir))
+        backend.load()
+        backend.warmup()
     took = time.monotonic() - t0
     metrics.MODEL_LOAD_SECONDS.set(took)
     log.info(
@@ -94,6 +112,7 @@ class DetectorProcessor(Processor):
         self.max_batch = config.max_batch or 64  # narrowed in setup() once the backend is known
         self.trackers: dict[str, CameraTracker] = {}
         self.snapshot_ttl_s = config.snapshot_ttl_s
+        self.max_pixels = config.max_pixels
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -162,11 +181,11 @@ class DetectorProcessor(Processor):
             for f in frames:
                 if f.camera_id not in owned:
                     continue  # in flight while the camera moved away
-                if not self._size_ok(f):
-                    continue
+                if f.dimensions() is None:
+                    continue  # refused before any decode, counted by the runtime
                 tracker = self._tracker(f.camera_id)
                 tracker.note_frame()
-                t = frame_clock(f)
+                t = f.rx_time
                 decision = self.scheduler.decide(
                     f, tracks_unsettled=tracker.unsettled(t, cfg.motion_hold_s), t=t
                 )
@@ -175,7 +194,7 @@ class DetectorProcessor(Processor):
                     metrics.FRAMES_SKIPPED_STATIC.labels(f.camera_id).inc()
                     continue
                 metrics.DETECT_DECISIONS.labels(decision.reason).inc()
-                img = self._decode(f)
+                img = f.image()  # capped, checked and counted by the runtime
                 if img is None:
                     continue
                 jobs.append(_Job(f, img, t, self._regions(decision, tracker, img)))
@@ -253,34 +272,6 @@ class DetectorProcessor(Processor):
                 job.det = merge_detections(parts.get(id(job), []), w, h, self.config.iou)
             metrics.INFERENCE_MODE.labels("region").inc(len(cropped))
 
-    def _size_ok(self, frame: Frame) -> bool:
-        """The JPEG's own header is sane and within ``max_pixels`` (before any decode).
-
-        A few KB can claim a canvas of gigabytes, which must not reach the decoder.
-        """
-        runtime = self.runtime
-        assert runtime is not None
-        try:
-            w, h = jpeg_dimensions(frame.jpeg)
-        except ProtocolError as exc:
-            runtime.count_invalid(exc.reason, f"{frame.camera_id}: {exc.detail}")
-            return False
-        if w * h > self.config.max_pixels:
-            runtime.count_invalid("frame_too_large", f"{frame.camera_id}: {w}x{h}")
-            return False
-        if (w, h) != (frame.header.w, frame.header.h):
-            runtime.count_invalid("bad_jpeg", f"{frame.camera_id}: {w}x{h} != header")
-            return False
-        return True
-
-    def _decode(self, frame: Frame) -> np.ndarray | None:
-        """The frame's image, or None (counted) for a JPEG that does not decode."""
-        assert self.runtime is not None
-        img = frame.image()
-        if img is None:
-            self.runtime.count_invalid("bad_jpeg", f"{frame.camera_id}: does not decode")
-        return img
-
     def _handle(self, job: _Job, w: int, h: int, inference_ms: float, batch: int) -> None:
         assert self.runtime is not None and self.backend is not None
         frame = job.frame
@@ -291,7 +282,7 @@ class DetectorProcessor(Processor):
             det = det.nms(self.config.iou)
         tracker = self._tracker(frame.camera_id)
         det, events = tracker.update(
-            det, width=w, height=h, ts_ms=frame.header.ts // 1_000_000, jpeg=frame.jpeg, now=job.t
+            det, width=w, height=h, ts_ms=frame.ts_ms, jpeg=frame.jpeg, now=job.t
         )
         reported = det[det.confidence >= self.config.confidence].top_k(self.config.max_objects)
         record = detection_record(

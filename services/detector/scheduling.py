@@ -41,8 +41,7 @@ MIN_BOX_AREA = 0.0005
 
 def frame_clock(frame: Frame) -> float:
     """Seconds (unix) the scheduler and tracker decide by: ingest's stamp, else receipt."""
-    rx = frame.header.rx
-    return rx / 1e9 if rx else frame.received
+    return frame.rx_time
 
 
 def header_motion(frame: Frame) -> float | None:

@@ -144,18 +144,18 @@ class OnnxBackend(Backend):
         elif self.model.path.suffix == ".onnx":
             path = str(self.model.path)
         else:
-            path = str(
-                export_model(
-                    self.model.path,
-                    imgsz=self.config.imgsz,
-                    fmt="onnx",
-                    cache_dir=models_dir(self.state_dir),
-                )
+            self.cached_export = export_model(
+                self.model.path,
+                imgsz=self.config.imgsz,
+                fmt="onnx",
+                cache_dir=models_dir(self.state_dir),
             )
+            path = str(self.cached_export)
         if cfg.precision == "int8":
             from services.detector.quantize import quantize_int8
 
             path = str(quantize_int8(Path(path)))
+            self.cached_export = Path(path)  # a corrupt int8 copy is made again
         providers: list = ["CPUExecutionProvider"]
 
         on_cuda = self.config.device.startswith("cuda")

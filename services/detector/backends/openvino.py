@@ -48,7 +48,7 @@ class OpenVinoBackend(Backend):
         if self.model.path.suffix == ".onnx":
             path = self.model.path
         else:
-            path = export_model(
+            path = self.cached_export = export_model(
                 self.model.path,
                 imgsz=self.config.imgsz,
                 fmt="onnx",
@@ -57,7 +57,7 @@ class OpenVinoBackend(Backend):
         if cfg.precision == "int8":
             from services.detector.quantize import quantize_int8
 
-            path = quantize_int8(Path(path))
+            path = self.cached_export = quantize_int8(Path(path))
         self.path = str(path)
         self.core = ov.Core()
         cache = models_dir(self.state_dir) / "openvino-cache"
