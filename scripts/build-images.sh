@@ -16,6 +16,8 @@ PYTHON_IMAGE="${PYTHON_IMAGE:-localhost/sentri-base:bookworm}"
 TAG="${SENTRI_IMAGE_TAG:-latest}"
 HOST_CA="${HOST_CA-/etc/ssl/certs/ca-certificates.crt}"
 LOCAL_WHEELS="${LOCAL_WHEELS-/opt/wheels /opt/pypi /opt/pypi-more}"
+# OCI images drop HEALTHCHECK; the docker format keeps it.
+FORMAT="--format docker"; [ "$ENGINE" = podman ] || FORMAT=""
 log() { printf '==> %s\n' "$*" >&2; }
 
 args=(--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" --build-arg "TORCH_INDEX_URL=${TORCH_INDEX_URL-}")
@@ -30,10 +32,10 @@ args+=(--build-arg "PIP_FIND_LINKS=${find_links# }" --build-arg "PIP_EXTRA_INDEX
 
 if [ "${ONLY:-central}" = central ] || [ -z "${ONLY:-}" ]; then
   log "building sentri:$TAG (torch makes this the long one)"
-  nice -n 10 "$ENGINE" build --layers -f deploy/Dockerfile "${args[@]}" -t "localhost/sentri:$TAG" .
+  nice -n 10 "$ENGINE" build --layers $FORMAT -f deploy/Dockerfile "${args[@]}" -t "localhost/sentri:$TAG" .
 fi
 if [ "${ONLY:-edge}" = edge ] || [ -z "${ONLY:-}" ]; then
   log "building sentri-edge:$TAG"
-  nice -n 10 "$ENGINE" build --layers -f deploy/Dockerfile.edge "${args[@]}" -t "localhost/sentri-edge:$TAG" .
+  nice -n 10 "$ENGINE" build --layers $FORMAT -f deploy/Dockerfile.edge "${args[@]}" -t "localhost/sentri-edge:$TAG" .
 fi
 "$ENGINE" images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '/sentri(-edge)?:' >&2

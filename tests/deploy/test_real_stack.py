@@ -59,6 +59,7 @@ class Stack:
         self.env.update(
             COMPOSE_PROJECT_NAME=PROJECT,
             REDIS_PASSWORD=secrets.token_hex(24),
+            GRAFANA_ADMIN_PASSWORD=secrets.token_hex(12),  # compose 1.x wants it unused too
             GATEWAY_BIND="127.0.0.1",
             INGEST_BIND="127.0.0.1",
             GATEWAY_PORT=str(self.gateway_port),
@@ -164,7 +165,7 @@ def test_images_are_non_root_carry_licences_and_no_build_secret(stack: Stack) ->
         # the history; the licence report is shipped.
         out = podman(
             "run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
-            "test ! -e /run/sentri-build/ca.crt && id -u && "
+            "test ! -s /run/sentri-build/ca.crt && id -u && "
             "head -c 300 /opt/sentri/licenses/THIRD_PARTY_LICENSES.md && "
             "python3 -c 'import json;print(len(json.load(open("
             "\"/opt/sentri/licenses/THIRD_PARTY_LICENSES.json\"))))'",
