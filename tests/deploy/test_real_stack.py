@@ -165,15 +165,14 @@ def test_images_are_non_root_carry_licences_and_no_build_secret(stack: Stack) ->
         # the history; the licence report is shipped.
         out = podman(
             "run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
-            "test ! -s /run/sentri-build/ca.crt && id -u && "
-            "head -c 300 /opt/sentri/licenses/THIRD_PARTY_LICENSES.md && "
-            "python3 -c 'import json;print(len(json.load(open("
+            "test ! -s /run/sentri-build/ca.crt && echo UID=$(id -u) && "
+            "grep -c License /opt/sentri/licenses/THIRD_PARTY_LICENSES.md >/dev/null && "
+            "python3 -c 'import json;print(\"PKGS=%d\" % len(json.load(open("
             "\"/opt/sentri/licenses/THIRD_PARTY_LICENSES.json\"))))'",
         )  # fmt: skip
-        uid, *rest = out.split("\n")
-        assert uid.strip() == "10001", out
-        assert "License" in out, out
-        assert int(rest[-2] if rest[-1] == "" else rest[-1]) > 5, out
+        fields = dict(ln.split("=", 1) for ln in out.split() if "=" in ln)
+        assert fields.get("UID") == "10001", out
+        assert int(fields.get("PKGS", "0")) > 5, out
         history = podman("history", "--no-trunc", "--format", "{{.CreatedBy}}", image)
         assert "BEGIN CERTIFICATE" not in history
         assert stack.env["REDIS_PASSWORD"] not in history
@@ -223,8 +222,14 @@ def test_up_healthy_login_and_demo_cameras_with_detections(stack: Stack) -> None
 
 
 def _one_owner_each(stack: Stack, replicas: int) -> dict[str, int] | None:
+    # A replica that never owned a camera has no gauge yet: it counts as owning none.
+    # Rendezvous hashing may give all three cameras to one replica; what matters is
+    # that the replicas' counts add up to the cameras and match who writes their stats.
+    ids = stack.containers("detector")
+    if len(ids) != replicas or any(stack.health(c) != "healthy" for c in ids):
+        return None
     counts = stack.owned_counts()
-    if len(counts) != replicas or sum(counts.values()) != 3:
+    if sum(counts.values()) != 3:
         return None
     owners = stack.camera_owners()
     now = time.time()
