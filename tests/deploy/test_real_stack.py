@@ -276,7 +276,7 @@ def test_killed_detector_cameras_move(stack: Stack) -> None:
 
 
 def _client(stack: Stack, client_id: str) -> dict:
-    data = stack.api("/api/clients")
+    data = stack.api("/api/distributed/clients")
     return next((c for c in data["clients"] if c["client_id"] == client_id), {})  # type: ignore[index]
 
 
