@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import start_http_server
 
-from services.gateway.api import agents, cameras, clients, events, faces, system
+from services.gateway.api import agents, bootstrap, cameras, clients, events, faces, system
 from services.gateway.api import auth as auth_api
 from services.gateway.auth import AuthStore, admin_password_banner
 from services.gateway.config import GatewaySettings
@@ -118,6 +118,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return JSONResponse({"detail": "storage unavailable"}, status_code=503)
 
     app.include_router(system.router)
+    app.include_router(bootstrap.router)  # anonymous: public facts only, rate-limited
     for router in (
         auth_api.router,
         clients.router,
