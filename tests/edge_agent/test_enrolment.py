@@ -176,10 +176,23 @@ def test_a_thread_that_dies_stops_the_agent(ingest, monkeypatch, caplog) -> None
         client_id="t", frame_endpoint=ing_url(ingest, "frame"),
         control_endpoint=ing_url(ingest, "control"), sources=["demo:coffee"], fps=10,
     ))  # fmt: skip
-    with pytest.raises(AgentFailure) as err:
-        agent.run()
-    assert "frame-sender died" in str(err.value) and "planted bug" in str(err.value)
-    assert err.value.exit_code == 1
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            agent.run()
+        except BaseException as exc:  # noqa: BLE001 (handed to the test thread)
+            errors.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(20)
+    if runner.is_alive():
+        agent.request_stop()
+        raise AssertionError("the agent kept running after its frame sender died")
+    [err] = errors
+    assert isinstance(err, AgentFailure) and err.exit_code == 1
+    assert "frame-sender died" in str(err) and "planted bug" in str(err)
     assert any("agent thread died" in r.getMessage() for r in caplog.records)
 
 
