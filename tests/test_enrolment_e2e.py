@@ -1,6 +1,6 @@
 """The seed's one-liner, end to end with real processes: `sentri up` (ingest, one
-worker, gateway; no demo agent), then `sentri-edge --server http://127.0.0.1:PORT
---client-id cam1 --source demo:bus` and nothing else.  Its key shows as pending in
+worker, gateway; no demo agent), then `start_camera_client.sh --server
+http://127.0.0.1:PORT --client-id cam1 --source demo:bus` and nothing else.  Its key shows as pending in
 the API, an admin approves it through the API, frames of cam1/demo-bus reach the
 worker.  Then ingest's key changes behind the agent's back: the agent refuses it,
 says why and how to fix it, and exits 3."""
@@ -74,14 +74,15 @@ def test_seed_one_liner_enrols_through_the_gateway(redis_url, prefix, port_facto
 
         wait_for(healthy, 90, interval=0.3, what="gateway /healthz under sentri up")
         agent_env = {
-            **base, "SENTRI_GENERAL__STATE_DIR": str(tmp_path / "camera-machine"),
+            **base, "SENTRI_PYTHON": sys.executable, "SENTRI_GENERAL__STATE_DIR": str(tmp_path / "camera-machine"),
             # short retries so the test does not wait on defaults meant for real networks
             "SENTRI_EDGE__REFUSED_RETRY_S": "0.5", "SENTRI_EDGE__KEY_RECHECK_S": "1",
             "SENTRI_EDGE__REPLY_TIMEOUT_S": "2", "SENTRI_EDGE__FPS": "5",
         }  # fmt: skip
         agent = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent", "--server", url, "--client-id", "cam1",
-             "--source", "demo:bus"],
+            # the seed's wrapper script, as a migrating user types it
+            [os.path.join(ROOT, "edge_agent", "start_camera_client.sh"), "--server", url,
+             "--client-id", "cam1", "--source", "demo:bus"],
             env=agent_env, cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )  # fmt: skip
         agent_reader = _reader(agent, agent_lines)
