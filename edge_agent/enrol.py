@@ -162,8 +162,8 @@ def check_pin(key_dir: str | Path, gateway_url: str, key: str, client_id: str = 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(key + "\n")
         log.warning(
-            "ingest key pinned on first use: compare this fingerprint with the one the "
-            "dashboard shows for ingest",
+            "ingest key pinned on first use: compare ingest_fingerprint with what "
+            "`sentri ingest key` prints on the central host",
             extra={"client_id": client_id, "gateway": gateway_url,
                    "ingest_fingerprint": fingerprint(key), "pin_file": str(path)},
         )  # fmt: skip
