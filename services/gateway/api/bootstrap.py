@@ -7,7 +7,10 @@ waits as pending until an administrator approves it (``api/agents.py``).  The ag
 pins the key on first use (``edge_agent/enrol.py``; trust model in SECURITY.md).
 
 * The host advertised is ``gateway.public_ingest_host``, else the host the agent used
-  to reach the gateway (the request's Host header); the ports are ingest's.
+  to reach the gateway (the request's Host header).  Ports, bind host, security mode
+  and key come from what ingest published in Redis (``shared.ingest_info``), else from
+  the ``ingest`` config section and ``<state_dir>/keys/ingest.public``;
+  ``gateway.ingest_public_key`` overrides the key.
 * When ingest binds only the loopback and the advertised host is not a loopback one, a
   remote agent could never reach it: the answer says so (``warning``) and it is logged.
 * Rate-limited per client IP (``gateway.bootstrap_per_minute``, counted in Redis so
@@ -28,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from services.gateway.deps import client_ip, get_state
 from services.gateway.models import error_response
+from shared.ingest_info import read_ingest_info
 from shared.logs import BurstLimiter
 from shared.protocol import PROTOCOL_VERSION
 from shared.security import fingerprint, read_public_key
@@ -92,9 +96,11 @@ def _request_host(request: Request) -> str:
     return m.group(1)
 
 
-def _ingest_key(request: Request) -> str | None:
+def _ingest_key(request: Request, published: str | None) -> str | None:
     gw = get_state(request)
     cfg = gw.settings
+    if published and not cfg.gateway.ingest_public_key:
+        return published
     source = cfg.gateway.ingest_public_key or str(
         Path(cfg.general.state_dir).expanduser() / "keys" / "ingest.public"
     )
@@ -143,24 +149,30 @@ def bootstrap(request: Request) -> Bootstrap:
     if _rate_limited(request):
         BOOTSTRAP_REQUESTS.labels("rate_limited").inc()
         raise HTTPException(429, "too many bootstrap requests", headers={"Retry-After": "60"})
-    ingest = settings.ingest
     host = settings.gateway.public_ingest_host or _request_host(request)
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    secure = not ingest.insecure
-    key = _ingest_key(request) if secure else None
+    info = read_ingest_info(gw.r, gw.keys)
+    if info is not None:  # what ingest itself published: the ports it really bound
+        bind_host, frame_port, control_port = info.bind_host, info.frame_port, info.control_port
+        secure = info.public_key is not None
+    else:
+        ing = settings.ingest
+        bind_host, frame_port, control_port = ing.bind_host, ing.frame_port, ing.control_port
+        secure = not ing.insecure
+    key = _ingest_key(request, info.public_key if info else None) if secure else None
     if secure and key is None:
         BOOTSTRAP_REQUESTS.labels("no_key").inc()
         raise HTTPException(503, "ingest's public key is not available to the gateway")
-    if not ingest.frame_port or not ingest.control_port:
+    if not frame_port or not control_port:
         BOOTSTRAP_REQUESTS.labels("no_ports").inc()
-        raise HTTPException(503, "ingest's ports are not fixed (ingest.frame_port is 0)")
-    loopback_only = _is_loopback(ingest.bind_host)
+        raise HTTPException(503, "ingest's ports are not known yet (random ports, not published)")
+    loopback_only = _is_loopback(bind_host)
     warning = None
     if loopback_only and not _is_loopback(host):
         warning = (
-            f"ingest listens on {ingest.bind_host} only: an agent on another machine cannot "
-            f"reach {host}:{ingest.frame_port}. Set ingest.bind_host=0.0.0.0 "
+            f"ingest listens on {bind_host} only: an agent on another machine cannot "
+            f"reach {host}:{frame_port}. Set ingest.bind_host=0.0.0.0 "
             "(SENTRI_INGEST__BIND_HOST) and restart ingest."
         )
         ok, suppressed = _burst.should_log("loopback")
@@ -178,8 +190,8 @@ def bootstrap(request: Request) -> Bootstrap:
         version=_version(),
         protocol_version=PROTOCOL_VERSION,
         ingest=IngestEndpoints(
-            frame_endpoint=f"tcp://{host}:{ingest.frame_port}",
-            control_endpoint=f"tcp://{host}:{ingest.control_port}",
+            frame_endpoint=f"tcp://{host}:{frame_port}",
+            control_endpoint=f"tcp://{host}:{control_port}",
             security="curve" if secure else "insecure",
             public_key=key,
             fingerprint=fingerprint(key) if key else None,

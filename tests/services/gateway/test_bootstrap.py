@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from services.gateway.app import create_app
 from services.gateway.config import GatewayConfig
 from shared.config import IngestConfig
-from shared.security import fingerprint, write_keypair
+from shared.security import fingerprint, generate_keypair, write_keypair
 
 
 def _client(make_settings, ingest: IngestConfig | None = None, **gateway: object):
@@ -91,3 +91,31 @@ def test_config_fields_are_bounded() -> None:
         except ValueError:
             continue
         raise AssertionError(f"{bad} accepted")
+
+
+def test_what_ingest_published_wins_over_the_gateways_config(make_settings, r, keys) -> None:
+    """Gateway and ingest on different hosts/configs (compose, k8s): the ports ingest really
+    bound, its bind host and key come from Redis; gateway.ingest_public_key still wins."""
+    from shared.ingest_info import publish_ingest_info
+
+    c, file_key, _ = _client(make_settings)  # config: loopback, 5555/5556, key file
+    published, _ = generate_keypair()
+    publish_ingest_info(r, keys, bind_host="0.0.0.0", frame_port=7100, control_port=7101,
+                        public_key=published)  # fmt: skip
+    with c:
+        ing = c.get("/api/agents/bootstrap", headers={"Host": "cams.lan"}).json()["ingest"]
+    assert ing["frame_endpoint"] == "tcp://cams.lan:7100"
+    assert ing["control_endpoint"] == "tcp://cams.lan:7101"
+    assert ing["public_key"] == published != file_key
+    assert ing["loopback_only"] is False and ing["warning"] is None
+    explicit, _ = generate_keypair()
+    c, _, _ = _client(make_settings, ingest_public_key=explicit)
+    with c:
+        assert c.get("/api/agents/bootstrap").json()["ingest"]["public_key"] == explicit
+    # an insecure ingest publishes no key: the answer says insecure
+    publish_ingest_info(r, keys, bind_host="0.0.0.0", frame_port=7100, control_port=7101,
+                        public_key=None)  # fmt: skip
+    c, _, _ = _client(make_settings)
+    with c:
+        ing = c.get("/api/agents/bootstrap").json()["ingest"]
+    assert (ing["security"], ing["public_key"]) == ("insecure", None)
