@@ -198,3 +198,21 @@ def test_a_thread_that_dies_stops_the_agent(ingest, monkeypatch, caplog) -> None
 
 def ing_url(ing, which: str) -> str:
     return ing.frame_url if which == "frame" else ing.control_url
+
+
+def test_gateway_with_enrolment_off_is_a_clear_error(redis_config, tmp_path, port_factory):
+    from edge_agent.enrol import EnrolError
+
+    settings = GatewaySettings(
+        gateway=GatewayConfig(admin_password="correct-horse-battery", password_hash_time_cost=1,
+                              password_hash_memory_kib=1024, bootstrap_enabled=False),
+        redis=redis_config, general=GeneralConfig(state_dir=str(tmp_path / "gw")),
+        ingest=IngestConfig(),
+    )  # fmt: skip
+    srv = GatewayServer(settings, port_factory()).start()
+    try:
+        agent = _agent(srv.url, tmp_path / "keys")
+        with pytest.raises(EnrolError, match="does not offer enrolment.*--server-key"):
+            agent.run()
+    finally:
+        srv.stop()
