@@ -208,6 +208,8 @@ class EdgeAgent:
         if cfg.gateway_url and self.server_key and not cfg.server_key:
             watcher = threading.Thread(target=self._watch_key, name="key-watch", daemon=True)
             self._threads.add(watcher)
+            with _OWNERS_LOCK:
+                _OWNERS[watcher] = self
             watcher.start()
         if self.failure or not all(t.is_alive() for t in self._threads):
             raise AgentFailure(self.failure or "an agent thread ended during start")
