@@ -63,6 +63,8 @@ class ServerTarget:
 def _host(value: str, host: str) -> str:
     if not host:
         raise ServerError(value, "no host")
+    if "%" in host:
+        raise ServerError(value, "IPv6 zone ids (%...) are not supported")
     try:
         return str(ipaddress.ip_address(host))
     except ValueError:

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge_agent.cli import build_parser, load_config, main
 from edge_agent.config import EdgeConfig
@@ -16,7 +18,7 @@ from edge_agent.target import ACCEPTED_FORMS, ServerError, parse_server
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = ["http://", "ftp://x", "host:99999", "", "http://bad host:5002", "host:", "a/b",
-       "http://u:pw@h:5002", "tcp://h:5555/x", "[::1", "http://[::1:5002", "1:2:3"]  # fmt: skip
+       "http://u:pw@h:5002", "tcp://h:5555/x", "[::1", "http://[::1:5002", "1:2:3", "[fe80::1%eth0]:5555"]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -100,3 +102,19 @@ def test_discover_only_with_a_gateway_server_needs_no_gateway(capsys) -> None:
 def test_gateway_port_without_scheme_gets_a_hint(capsys) -> None:
     assert main(["--server", "10.0.0.2:5002", "--discover-only", "--source", "demo:bus"]) == 0
     assert "--server http://10.0.0.2:5002" in capsys.readouterr().err
+
+
+@given(st.text(max_size=80) | st.from_regex(r"(https?|tcp|ftp)://[\[\]:a-z0-9. @/?#%-]{0,40}"))
+@settings(max_examples=400, deadline=None)
+def test_any_value_is_parsed_or_refused_with_server_error(value: str) -> None:
+    """Whatever a user types, the answer is a target or a ServerError, never a crash."""
+    try:
+        target = parse_server(value)
+    except ServerError as exc:
+        assert ACCEPTED_FORMS in str(exc) and "\n" not in str(exc)
+        return
+    if target.kind == "ingest":
+        frames, control = target.endpoints(5555, 5556)
+        assert EdgeConfig(frame_endpoint=frames, control_endpoint=control)  # valid endpoints
+    else:
+        assert target.gateway_url and target.gateway_url.startswith(("http://", "https://"))
