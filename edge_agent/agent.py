@@ -46,6 +46,8 @@ from shared.protocol import encode_control
 log = logging.getLogger(__name__)
 
 AGENT_NAME = "sentri-edge"
+#: While the key is pending, how often the agent repeats how to approve it.
+PENDING_HINT_S = 60.0
 AGENT_KEY_NAME = "edge"
 
 
@@ -283,9 +285,20 @@ class EdgeAgent:
         """While ingest is silent, ask the gateway whether ingest's key changed."""
         cfg = self.config
         assert cfg.gateway_url is not None and self.server_key is not None
+        last_hint = time.monotonic()
         while not self._stop_requested.wait(cfg.key_recheck_s):
             if self._control is None or self._control.connected:
                 continue
+            if self._control.refused and time.monotonic() - last_hint >= PENDING_HINT_S:
+                last_hint = time.monotonic()
+                from shared.security import fingerprint
+
+                log.warning(
+                    "still waiting for an administrator to approve this agent's key",
+                    extra={"client_id": self.client_id,
+                           "fingerprint": fingerprint(self.public_key or ""),
+                           "approve_in": f"{cfg.gateway_url}/ (Agents)"},
+                )  # fmt: skip
             try:
                 boot = fetch_bootstrap(cfg.gateway_url, cfg.bootstrap_timeout_s)
             except (GatewayUnavailable, EnrolError) as exc:

@@ -216,3 +216,24 @@ def test_gateway_with_enrolment_off_is_a_clear_error(redis_config, tmp_path, por
             agent.run()
     finally:
         srv.stop()
+
+
+def test_pending_agent_repeats_how_to_approve_it(curve_ingest, gateway, tmp_path, monkeypatch,
+                                                 caplog) -> None:  # fmt: skip
+    import edge_agent.agent as agent_module
+
+    monkeypatch.setattr(agent_module, "PENDING_HINT_S", 0.0)
+    agent = _agent(gateway.url, tmp_path / "keys", key_recheck_s=1.0)
+    agent.start()
+    try:
+
+        def hint() -> list[logging.LogRecord]:
+            return [
+                r for r in caplog.records if "still waiting for an administrator" in r.getMessage()
+            ]
+
+        [rec, *_] = wait_for(hint, 15, what="the pending hint")
+        assert rec.fingerprint == fingerprint(agent.public_key)
+        assert rec.approve_in == f"{gateway.url}/ (Agents)"
+    finally:
+        agent.stop()
