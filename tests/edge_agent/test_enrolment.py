@@ -237,3 +237,26 @@ def test_pending_agent_repeats_how_to_approve_it(curve_ingest, gateway, tmp_path
         assert rec.approve_in == f"{gateway.url}/ (Agents)"
     finally:
         agent.stop()
+
+
+def test_insecure_ingest_via_gateway_streams_in_plaintext_with_a_warning(
+    ingest, redis_config, tmp_path, port_factory, caplog
+) -> None:
+    frame_port = int(ingest.frame_url.rsplit(":", 1)[1])
+    control_port = int(ingest.control_url.rsplit(":", 1)[1])
+    settings = GatewaySettings(
+        gateway=GatewayConfig(admin_password="correct-horse-battery", password_hash_time_cost=1,
+                              password_hash_memory_kib=1024),
+        redis=redis_config, general=GeneralConfig(state_dir=str(tmp_path / "gw")),
+        ingest=IngestConfig(frame_port=frame_port, control_port=control_port, insecure=True),
+    )  # fmt: skip
+    srv = GatewayServer(settings, port_factory()).start()
+    agent = _agent(srv.url, tmp_path / "keys")
+    try:
+        agent.start()
+        wait_for(lambda: ingest.frames_of("cam1/demo-coffee"), 15, what="plaintext frames")
+        assert agent.public_key is None and not list((tmp_path / "keys").glob("pinned-*"))
+        assert any("INSECURE" in r.getMessage() for r in caplog.records)
+    finally:
+        agent.stop()
+        srv.stop()
