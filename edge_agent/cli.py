@@ -255,6 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     except EnrolError as exc:
         print(f"sentri-edge: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. the metrics port is taken, the key dir is not writable
+        print(f"sentri-edge: {exc}", file=sys.stderr)
+        return 1
     except ValueError as exc:
         print(f"sentri-edge: {exc}", file=sys.stderr)
         return 2

@@ -118,3 +118,12 @@ def test_any_value_is_parsed_or_refused_with_server_error(value: str) -> None:
         assert EdgeConfig(frame_endpoint=frames, control_endpoint=control)  # valid endpoints
     else:
         assert target.gateway_url and target.gateway_url.startswith(("http://", "https://"))
+
+
+def test_unwritable_key_dir_is_a_message_not_a_traceback(tmp_path, capsys) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    code = main(["--server", "127.0.0.1:9", "--server-key", "k" * 40, "--key-dir",
+                 str(blocker / "keys"), "--source", "demo:bus"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "sentri-edge: [Errno" in err and "Traceback" not in err
