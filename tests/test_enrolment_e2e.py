@@ -92,7 +92,9 @@ def test_seed_one_liner_enrols_through_the_gateway(redis_url, prefix, port_facto
             return m.group(1) if m else None
 
         agent_fp = wait_for(printed_fingerprint, 60, what="the agent printing its fingerprint")
-        admin = httpx.Client(base_url=url, timeout=10)
+        admin = httpx.Client(
+            base_url=url, timeout=10, headers={"Origin": url}
+        )  # same-origin writes
         assert admin.post(
             "/api/auth/login", json={"username": "admin", "password": PASSWORD}
         ).is_success
