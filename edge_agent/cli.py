@@ -11,10 +11,18 @@ from typing import Any
 
 import cv2
 
-from edge_agent.agent import AGENT_KEY_NAME, NO_CAMERA_HINT, EdgeAgent, NoCameraError
+from edge_agent.agent import (
+    AGENT_KEY_NAME,
+    NO_CAMERA_HINT,
+    AgentFailure,
+    EdgeAgent,
+    NoCameraError,
+)
 from edge_agent.config import EdgeConfig, resolve_key_dir
 from edge_agent.demo import SCENES
 from edge_agent.discovery import discover, source_specs
+from edge_agent.enrol import EnrolError, KeyChangedError
+from edge_agent.target import ACCEPTED_FORMS, GATEWAY_PORT, ServerError, parse_server
 from shared.config import ConfigError, GeneralConfig, load_section
 from shared.logs import setup_logging
 from shared.protocol import valid_name
@@ -29,7 +37,18 @@ sources (repeat --source; prefix NAME= to choose the camera name, e.g. door=rtsp
                                no camera needed. Scenes: {scenes}
 Without --source, local V4L2 devices are discovered (up to --max-cameras).
 
+--server (the forms accepted):
+  http(s)://HOST[:PORT]        the gateway (e.g. http://10.0.0.2:5002): the agent asks it
+                               for ingest's endpoints and public key, pins that key on first
+                               use, then waits until an admin approves its own key
+  HOST, tcp://HOST             ingest itself on ports 5555 (frames) and 5556 (control)
+  HOST:PORT, tcp://HOST:PORT   ingest with frames on PORT and control on PORT+1
+
+exit codes: 0 stopped, 1 failed (no camera, a thread died), 2 bad option or config,
+  3 ingest's key changed since it was pinned (see the log line for the fix)
+
 examples:
+  sentri-edge --server http://10.0.0.2:5002 --client-id camera_machine_1
   sentri-edge --discover-only
   sentri-edge --server 10.0.0.2 --client-id garage
   sentri-edge --source demo:bus --source demo:zidane --motion-gate
@@ -71,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", metavar="FILE", help="YAML config file (section 'edge:').")
     p.add_argument(
-        "--server", metavar="HOST", help="Ingest host (frames on :5555, control on :5556). "
-        "Default 127.0.0.1.",
+        "--server", metavar="URL|HOST", help="The gateway's URL http(s)://HOST[:PORT] (enrol "
+        "through it), or ingest as HOST, HOST:PORT, tcp://HOST[:PORT]. Default 127.0.0.1.",
     )  # fmt: skip
     p.add_argument("--frame-endpoint", metavar="tcp://HOST:PORT", help="Explicit frame endpoint.")
     p.add_argument(
@@ -173,8 +192,29 @@ def quiet_opencv(verbose: bool) -> None:
         pass
 
 
+def check_server(value: str | None) -> str | None:
+    """None if ``--server`` is fine, else the one-line error to print."""
+    if value is None:
+        return None
+    try:
+        target = parse_server(value)
+    except ServerError as exc:
+        return f"sentri-edge: {exc}"
+    if target.kind == "ingest" and target.port == GATEWAY_PORT:
+        print(
+            f"sentri-edge: note: {GATEWAY_PORT} is the gateway's port; to enrol through the "
+            f"gateway write --server http://{value.split('://')[-1]} (forms: {ACCEPTED_FORMS})",
+            file=sys.stderr,
+        )
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    error = check_server(args.server)
+    if error:
+        print(error, file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args)
         general = load_section(GeneralConfig, "general", config_file=args.config)
@@ -204,6 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         agent.run()
     except NoCameraError as exc:
+        print(f"sentri-edge: {exc}", file=sys.stderr)
+        return 1
+    except KeyChangedError as exc:
+        print(f"sentri-edge: {exc}", file=sys.stderr)
+        return 3
+    except AgentFailure as exc:
+        print(f"sentri-edge: stopped: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except EnrolError as exc:
+        print(f"sentri-edge: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # e.g. the metrics port is taken, the key dir is not writable
         print(f"sentri-edge: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
+from edge_agent.target import ServerTarget, parse_server
 from shared.config import GeneralConfig, Section
 from shared.protocol import valid_name
 
@@ -23,8 +24,11 @@ class EdgeConfig(Section):
     server: str = Field(
         "127.0.0.1",
         min_length=1,
-        max_length=253,
-        description="Ingest host; frames go to tcp://SERVER:frame_port, control to tcp://SERVER:control_port.",
+        max_length=2048,
+        description="Where to connect: ingest as HOST (frames on frame_port, control on "
+        "control_port), HOST:PORT or tcp://HOST[:PORT] (frames on PORT, control on PORT+1); or "
+        "the gateway as http(s)://HOST[:PORT], which tells the agent ingest's endpoints and "
+        "public key (pinned on first use in key_dir).",
     )
     frame_port: int = Field(5555, ge=1, le=65535, description="Ingest's frame (PULL) port.")
     control_port: int = Field(5556, ge=1, le=65535, description="Ingest's control (ROUTER) port.")
@@ -111,12 +115,29 @@ class EdgeConfig(Section):
         "first use (default: <general.state_dir>/keys).",
     )
 
+    bootstrap_timeout_s: float = Field(
+        5.0, gt=0, le=120, description="HTTP timeout of one enrolment request to the gateway."
+    )
+    key_recheck_s: float = Field(
+        10.0,
+        ge=1,
+        le=3600,
+        description="Enrolled through the gateway: while ingest stays silent, ask the gateway "
+        "this often whether ingest's key changed (a changed key stops the agent).",
+    )
+
     @field_validator("client_id")
     @classmethod
     def _client_id(cls, v: str) -> str:
         if not valid_name(v):
             raise ValueError("must be 1-128 printable characters without spaces or '/'")
         return v
+
+    @field_validator("server")
+    @classmethod
+    def _server(cls, v: str) -> str:
+        parse_server(v)  # ServerError names the accepted forms
+        return v.strip()
 
     @field_validator("frame_endpoint", "control_endpoint")
     @classmethod
@@ -135,15 +156,22 @@ class EdgeConfig(Section):
         return self
 
     @property
+    def target(self) -> ServerTarget:
+        return parse_server(self.server)
+
+    @property
+    def gateway_url(self) -> str | None:
+        """The gateway to enrol through (``server`` is an http(s) URL), else None."""
+        return self.target.gateway_url
+
+    @property
     def frames_url(self) -> str:
-        return self.frame_endpoint or f"tcp://{self._host()}:{self.frame_port}"
+        """Ingest's frame endpoint (with a gateway ``server``: until enrolment tells)."""
+        return self.frame_endpoint or self.target.endpoints(self.frame_port, self.control_port)[0]
 
     @property
     def control_url(self) -> str:
-        return self.control_endpoint or f"tcp://{self._host()}:{self.control_port}"
-
-    def _host(self) -> str:
-        return f"[{self.server}]" if ":" in self.server else self.server
+        return self.control_endpoint or self.target.endpoints(self.frame_port, self.control_port)[1]
 
 
 def resolve_key_dir(edge: EdgeConfig, general: GeneralConfig) -> str:

@@ -112,6 +112,8 @@ class ControlChannel:
         #: Any valid message from ingest, ever (on any socket).
         self.answered = False
         self._monitor: zmq.Socket | None = None
+        #: Set once the thread has its first socket (the agent says "ready" after it).
+        self.opened = threading.Event()
 
     def start(self) -> None:
         self._thread.start()
@@ -254,6 +256,7 @@ class ControlChannel:
 
     def _run(self) -> None:
         sock = self._open()
+        self.opened.set()
         self._register(sock)
         now = time.monotonic()
         last_rx = now

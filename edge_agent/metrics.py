@@ -30,3 +30,11 @@ HANDSHAKES_REFUSED = Counter(
     "sentri_edge_handshakes_refused_total",
     "Control handshakes ingest refused (CURVE key unknown, pending or rejected).",
 )
+ENROLMENT_ATTEMPTS = Counter(
+    "sentri_edge_enrolment_requests_total",
+    "Bootstrap requests to the gateway by outcome: ok, unavailable (retried).",
+    ["outcome"],
+)
+THREAD_CRASHES = Counter(
+    "sentri_edge_thread_crashes_total", "Agent threads that died of an exception (fatal)."
+)

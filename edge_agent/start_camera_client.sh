@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Start the Sentri edge agent with the project's Python, passing every argument through.
+# The seed's one-liner works as it did (enrolment through the gateway):
 #
-#   edge_agent/start_camera_client.sh --server 10.0.0.2 --client-id garage
+#   edge_agent/start_camera_client.sh --server http://MAIN_SERVER_IP:5002 --client-id camera_machine_1
+#   edge_agent/start_camera_client.sh --server 10.0.0.2 --client-id garage   (ingest directly)
 #   edge_agent/start_camera_client.sh --source demo:bus --source demo:zidane
 #   edge_agent/start_camera_client.sh --discover-only
 #

@@ -18,6 +18,7 @@ from prometheus_client import start_http_server
 
 from services.gateway.api import (
     agents,
+    bootstrap,
     cameras,
     clients,
     events,
@@ -133,6 +134,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return JSONResponse({"detail": "storage unavailable"}, status_code=503)
 
     app.include_router(system.router)
+    app.include_router(bootstrap.router)  # anonymous: public facts only, rate-limited
     for router in (
         auth_api.router,
         clients.router,

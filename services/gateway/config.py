@@ -143,6 +143,25 @@ class GatewayConfig(Section):
         "the internal network (compose/k8s scrape it there).",
     )
 
+    # Agent enrolment (GET /api/agents/bootstrap, anonymous; see SECURITY.md).
+    bootstrap_enabled: bool = Field(
+        True, description="Answer GET /api/agents/bootstrap: ingest's endpoints and public key "
+        "for `sentri-edge --server http://GATEWAY`. Off: 404, agents need --server-key.",
+    )  # fmt: skip
+    bootstrap_per_minute: int = Field(
+        30, ge=1, le=10_000, description="Bootstrap requests per client IP per minute (429 over)."
+    )
+    public_ingest_host: str | None = Field(
+        None, max_length=253, pattern=r"^[A-Za-z0-9_.:\[\]-]+$",
+        description="Host agents reach ingest at, as advertised by the bootstrap endpoint. "
+        "Unset: the host the agent used to reach the gateway (the request's Host header).",
+    )  # fmt: skip
+    ingest_public_key: str | None = Field(
+        None, max_length=4096,
+        description="Ingest's CURVE public key (40 z85 characters or a .public file) to advertise. "
+        "Unset: <general.state_dir>/keys/ingest.public (the file ingest creates).",
+    )  # fmt: skip
+
     @field_validator("admin_password")
     @classmethod
     def _strong_enough(cls, v: SecretStr | None) -> SecretStr | None:

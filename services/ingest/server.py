@@ -43,6 +43,7 @@ from services.ingest.registry_writer import RegistryWriter
 from services.ingest.sessions import SessionTable
 from services.ingest.stats import StatsTable
 from shared.config import ConfigError, IngestConfig, RedisConfig, default_state_dir
+from shared.ingest_info import publish_ingest_info
 from shared.keys import Keys
 from shared.logs import BurstLimiter
 from shared.metrics import INVALID_INPUT
@@ -223,6 +224,7 @@ class IngestServer:
                 self._auth = None
             raise OSError(f"ingest cannot bind on {host}: {exc}") from exc
         self._started = True
+        publish_ingest_info(self.redis, self.keys, bind_host=host, frame_port=self.frame_port, control_port=self.control_port, public_key=self.server_public if self.secure else None)  # fmt: skip  # noqa: E501 (agent bootstrap, edge branch)
         self.writer.start()
         for target, name in (
             (self._frame_loop, "io"),

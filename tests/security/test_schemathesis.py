@@ -29,6 +29,7 @@ from services.gateway import metrics as gw_metrics
 from services.gateway.app import create_app
 from services.gateway.config import GatewayConfig, GatewaySettings
 from shared.config import GeneralConfig, IngestConfig, RedisConfig
+from shared.ingest_info import publish_ingest_info
 from shared.keys import Keys
 from shared.redisutil import EmbeddedRedis, connect, free_port, publish_record
 from shared.security import AgentKeyStore, generate_keypair
@@ -106,6 +107,8 @@ def gateway(redis_server: EmbeddedRedis, tmp_path_factory) -> Iterator[GatewaySe
         {"type": "detection", "camera_id": "lab/front", "ts": 1_700_000_000_000, "objects": []},
         maxlen=100,
     )  # fmt: skip
+    publish_ingest_info(r, keys, bind_host="127.0.0.1", frame_port=5555, control_port=5556,
+                        public_key=generate_keypair()[0])  # a running ingest, for the bootstrap
     store = AgentKeyStore(r, keys)
     store.note_pending(generate_keypair()[0])
     store.approve(generate_keypair()[0])

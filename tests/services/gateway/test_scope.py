@@ -23,6 +23,7 @@ from websockets.sync.client import connect as ws_connect
 
 from services.gateway.deps import camera_scope, require_admin
 from services.gateway.hub import decode_frame_message
+from shared.ingest_info import publish_ingest_info
 from shared.keys import SERVICES
 from shared.redisutil import publish_record
 from shared.security import AgentKeyStore, fingerprint, generate_keypair
@@ -210,6 +211,8 @@ def world(make_server, r, keys, publisher) -> Iterator[dict[str, Any]]:
         for svc in SERVICES:
             stats = {"fps": 1, "processed": 3, "skipped": 0, "updated": time.time()}
             r.hset(keys.worker_stats(svc), cam, json.dumps(stats))
+    publish_ingest_info(r, keys, bind_host="127.0.0.1", frame_port=5555, control_port=5556,
+                        public_key=generate_keypair()[0])  # a running ingest (agent bootstrap)
     store = AgentKeyStore(r, keys)
     pending, _ = generate_keypair()
     store.note_pending(pending)
