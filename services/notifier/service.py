@@ -1,0 +1,218 @@
+"""The notifier: reads ``events`` through a consumer group and fans out to MQTT and webhooks.
+
+At least once, duplicates suppressed: an event whose ``event_id`` was already handled
+(Redis key with TTL) is acknowledged and skipped.  Marking it handled, queueing its
+webhook deliveries and acknowledging the stream entry happen in one Lua script, so a
+crash at any point neither loses a delivery nor queues it twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from services.notifier import metrics
+from services.notifier.config import NotifierConfig
+from services.notifier.mqtt import MqttOutput
+from services.notifier.webhooks import DeadLetters, WebhookSender
+from shared.events import EventConsumer
+from shared.keys import Keys
+from shared.logs import BurstLimiter
+from shared.rules import RulesStore
+
+log = logging.getLogger(__name__)
+
+# KEYS: seen, stream, then (due, items) per delivery.  ARGV: ttl, group, entry id,
+# then (delivery id, payload, due time) per delivery.
+_COMMIT = """
+local new = redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1])
+if new then
+  local n = (#KEYS - 2) / 2
+  for i = 0, n - 1 do
+    redis.call('HSET', KEYS[4 + 2 * i], ARGV[4 + 3 * i], ARGV[5 + 3 * i])
+    redis.call('ZADD', KEYS[3 + 2 * i], ARGV[6 + 3 * i], ARGV[4 + 3 * i])
+  end
+end
+redis.call('XACK', KEYS[2], ARGV[2], ARGV[3])
+if new then return 1 else return 0 end
+"""
+
+OCCUPANCY_EVENTS = ("object_entered", "object_left")
+
+
+class Notifier:
+    def __init__(
+        self,
+        cfg: NotifierConfig,
+        r: redis.Redis,
+        rb: redis.Redis,
+        keys: Keys,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cfg, self.r, self.rb, self.keys = cfg, r, rb, keys
+        self.clock = clock
+        consumer = cfg.consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.consumer = EventConsumer(r, keys, cfg.group, consumer, start="$")
+        self.rules = RulesStore(r, keys)
+        self.dead_letters = DeadLetters(r, keys, cfg.dead_letters_max)
+        self.senders = [
+            WebhookSender(r, keys, w, self.dead_letters, clock=clock) for w in cfg.webhooks
+        ]
+        self.mqtt = MqttOutput(cfg.mqtt) if cfg.mqtt.url else None
+        self._commit = r.register_script(_COMMIT)
+        self.stop_event = threading.Event()
+        self._wake = [threading.Event() for _ in self.senders]
+        self._threads: list[threading.Thread] = []
+        self._burst = BurstLimiter()
+        self._classes: dict[str, set[str]] = {}  # camera -> classes announced
+        self._rules_version: int | None = None
+        self._next_discovery = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.mqtt is not None or bool(self.senders)
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> Notifier:
+        for sender, wake in zip(self.senders, self._wake, strict=True):
+            t = threading.Thread(
+                target=sender.loop, args=(self.stop_event, wake),
+                name=f"webhook-{sender.cfg.name}", daemon=True,
+            )  # fmt: skip
+            t.start()
+            self._threads.append(t)
+        if self.mqtt is not None:
+            self.mqtt.on_connected.append(self._republish_state)
+            self.mqtt.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for w in self._wake:
+            w.set()
+        for t in self._threads:
+            t.join(5)
+        for s in self.senders:
+            s.close()
+        if self.mqtt is not None:
+            self.mqtt.stop()
+
+    def run(self) -> None:
+        """Consume until :meth:`stop`; Redis outages are retried, logged once per burst."""
+        next_claim = 0.0
+        while not self.stop_event.is_set():
+            try:
+                self._discovery_tick()
+                entries = self.consumer.read(count=100, block_ms=500)
+                now = time.monotonic()
+                if now >= next_claim:
+                    entries += self.consumer.claim_stale(int(self.cfg.claim_idle_s * 1000))
+                    next_claim = now + self.cfg.claim_idle_s / 2
+                for entry in entries:
+                    self.handle(entry)
+            except redis.RedisError as exc:
+                ok, suppressed = self._burst.should_log("redis")
+                if ok:
+                    log.warning("redis unavailable; retrying",
+                                extra={"error": str(exc), "suppressed": suppressed})  # fmt: skip
+                self.stop_event.wait(1.0)
+
+    # ------------------------------------------------------------------ events
+    def handle(self, entry: dict[str, Any]) -> bool:
+        """Handle one stream entry; False for a duplicate (already handled)."""
+        entry_id = entry.pop("id")
+        event_id = str(entry.get("event_id") or entry_id)
+        seen_key = self.keys.k("notifier", "seen", event_id)
+        if self.r.exists(seen_key):
+            self.consumer.ack(entry_id)
+            metrics.EVENTS.labels("duplicate").inc()
+            return False
+        if self.mqtt is not None and entry.get("camera_id"):
+            try:
+                self._to_mqtt(entry)
+            except (redis.RedisError, ValueError, TypeError) as exc:
+                log.warning("mqtt output failed for an event",
+                            extra={"event_id": event_id, "camera_id": entry.get("camera_id"),
+                                   "error": str(exc)})  # fmt: skip
+        when = datetime.fromtimestamp(self.clock())
+        keys_: list[str] = [seen_key, self.consumer.stream]
+        args: list[Any] = [self.cfg.dedupe_ttl_s, self.cfg.group, entry_id]
+        woken = []
+        for i, sender in enumerate(self.senders):
+            if not sender.cfg.filter.matches(entry, when):
+                continue
+            did, payload = sender.new_delivery(entry)
+            keys_ += [sender.due_key, sender.items_key]
+            args += [did, payload, self.clock()]
+            woken.append(i)
+        new = self._commit(keys=keys_, args=args)
+        if not new:
+            metrics.EVENTS.labels("duplicate").inc()
+            return False
+        metrics.EVENTS.labels("handled").inc()
+        for i in woken:
+            self._wake[i].set()
+        return True
+
+    def _to_mqtt(self, ev: dict[str, Any]) -> None:
+        assert self.mqtt is not None
+        cam = ev["camera_id"]
+        self.mqtt.event(ev)
+        typ, cls = ev.get("type"), ev.get("class")
+        if typ in OCCUPANCY_EVENTS and cls and ev.get("track_id") is not None:
+            self._announce(cam, cls)
+            key = self.keys.k("notifier", "occupancy", cam, cls)
+            pipe = self.r.pipeline()
+            if typ == "object_entered":
+                pipe.sadd(key, str(ev["track_id"]))
+                pipe.expire(key, 86400)
+            else:
+                pipe.srem(key, str(ev["track_id"]))
+            pipe.scard(key)
+            count = int(pipe.execute()[-1])
+            self.mqtt.occupancy(cam, cls, count)
+        if typ == "line_crossed" and ev.get("line"):
+            self._announce(cam, None)
+            totals = self.rules.totals(cam).get(ev["line"], {})
+            self.mqtt.line_counts(cam, ev["line"], totals)
+        sid = ev.get("snapshot_id")
+        if sid:
+            jpeg = self.rb.get(self.keys.snapshot(str(sid)))
+            if jpeg:
+                self.mqtt.snapshot(cam, jpeg)
+
+    # ------------------------------------------------------------------ discovery
+    def _lines(self, camera_id: str, all_rules: dict | None = None) -> dict[str, str]:
+        rules = all_rules.get(camera_id) if all_rules is not None else self.rules.get(camera_id)
+        return {ln.id: ln.name or ln.id for ln in rules.lines} if rules else {}
+
+    def _announce(self, camera_id: str, cls: str | None) -> None:
+        assert self.mqtt is not None
+        known = self._classes.setdefault(camera_id, set(self.cfg.mqtt.occupancy_classes))
+        if cls is not None:
+            known.add(cls)
+        self.mqtt.announce_camera(camera_id, sorted(known), self._lines(camera_id))
+
+    def _discovery_tick(self) -> None:
+        """Announce cameras from the registry and lines from the rules, when they change."""
+        if self.mqtt is None or time.monotonic() < self._next_discovery:
+            return
+        self._next_discovery = time.monotonic() + self.cfg.mqtt.discovery_refresh_s
+        cameras = set(self.r.smembers(self.keys.cameras))
+        all_rules = self.rules.all()
+        for cam in sorted(cameras | set(all_rules) | set(self._classes)):
+            known = self._classes.setdefault(cam, set(self.cfg.mqtt.occupancy_classes))
+            self.mqtt.announce_camera(cam, sorted(known), self._lines(cam, all_rules))
+
+    def _republish_state(self) -> None:
+        """After (re)connecting: discovery again on the next loop turn."""
+        self._next_discovery = 0.0

@@ -1,0 +1,154 @@
+"""The notifier against a real mosquitto: discovery, events, occupancy, counters, last will."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+import yaml
+
+from services.notifier.config import NotifierConfig
+from services.notifier.mqtt import slug
+from services.notifier.service import Notifier
+from shared.redisutil import connect, publish_record
+from shared.rules import RulesStore
+from tests.helpers import wait_for
+
+CAM = "lab/cam0"
+
+
+def event(type_: str, **kw) -> dict:
+    return {"type": type_, "event_id": uuid.uuid4().hex, "camera_id": CAM, "client_id": "lab",
+            "ts": 1_767_225_600_000, "class": "person", "track_id": 7, **kw}  # fmt: skip
+
+
+def start_notifier(tmp_path, redis_url, prefix, mqtt_url, name="n1"):
+    cfg = {
+        "redis": {"url": redis_url, "prefix": prefix},
+        "notifier": {"mqtt": {"url": mqtt_url, "discovery_refresh_s": 0.5,
+                              "reconnect_max_s": 2}, "consumer": name},
+        "rules": {"cameras": {CAM: {"lines": [{"id": "door", "name": "Shop door",
+                                               "points": [[0, 0.5], [1, 0.5]]}]}}},
+    }  # fmt: skip
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.notifier", "--config", str(path)],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ},
+    )  # fmt: skip
+
+
+def test_discovery_events_counters_and_last_will(
+    tmp_path, broker, recorder_factory, redis_url, prefix, keys, r
+):
+    rec = recorder_factory(broker)
+    r.sadd(keys.cameras, CAM)
+    proc = start_notifier(tmp_path, redis_url, prefix, broker.url)
+    try:
+        avail = "sentri/sentri-notifier/availability"
+        wait_for(lambda: rec.get(avail) == b"online", 20, what="online")
+        s = slug(CAM)
+        occ = f"homeassistant/binary_sensor/sentri/sentri_{s}_person_occupancy/config"
+        line = f"homeassistant/sensor/sentri/sentri_{s}_line_door/config"
+        image = f"homeassistant/image/sentri/sentri_{s}_snapshot/config"
+        wait_for(lambda: rec.get(occ) and rec.get(image) and rec.get(line), 10, what="discovery")
+        configs = {t: json.loads(rec.get(t)) for t in (occ, line, image)}
+        for topic, c in configs.items():
+            assert c["unique_id"] and topic.endswith(f"/{c['unique_id']}/config")
+            assert c["device"]["identifiers"] == [f"sentri_{s}"]
+            assert c["availability"] == [{"topic": avail}]
+            assert c.get("state_topic") or c.get("image_topic")
+        assert configs[occ]["state_topic"] == "sentri/lab/cam0/person/occupancy"
+        assert configs[occ]["device_class"] == "occupancy"
+        assert configs[line]["state_topic"] == "sentri/lab/cam0/lines/door"
+        assert configs[image]["image_topic"] == "sentri/lab/cam0/snapshot"
+
+        # Events: an entered person with a snapshot, then the same event again.
+        jpeg = b"\xff\xd8fake-jpeg\xff\xd9"
+        connect(redis_url, decode=False).set(keys.snapshot("snap1"), jpeg)
+        entered = event("object_entered", snapshot_id="snap1")
+        publish_record(r, keys, "events", entered, maxlen=1000)
+        publish_record(r, keys, "events", entered, maxlen=1000)  # duplicate
+        wait_for(lambda: rec.get("sentri/lab/cam0/person/occupancy") == b"ON", 10, what="ON")
+        assert rec.get("sentri/lab/cam0/person/count") == b"1"
+        wait_for(lambda: rec.get("sentri/lab/cam0/snapshot") == jpeg, 10, what="snapshot")
+        crossed = event("line_crossed", line="door", direction="a_to_b")
+        RulesStore(r, keys).count_crossings([crossed], 1)  # what the detector side does
+        publish_record(r, keys, "events", crossed, maxlen=1000)
+        wait_for(lambda: rec.json_on("/lines/door"), 10, what="line counter")
+        assert rec.json_on("/lines/door")[-1] == {"a_to_b": 1, "b_to_a": 0, "total": 1}
+        publish_record(r, keys, "events", event("object_left", reason="lost"), maxlen=1000)
+        wait_for(lambda: rec.get("sentri/lab/cam0/person/occupancy") == b"OFF", 10, what="OFF")
+        events = rec.json_on("sentri/lab/cam0/events")
+        assert [e["type"] for e in events] == ["object_entered", "line_crossed", "object_left"]
+        assert events[0]["event_id"] == entered["event_id"]
+
+        # kill -9: the broker publishes the last will.
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        wait_for(lambda: rec.get(avail) == b"offline", 10, what="offline via last will")
+
+        # A restart announces the same entities (same unique ids, same topics).
+        before = {t for t, *_ in rec.messages if t.startswith("homeassistant/")}
+        proc = start_notifier(tmp_path, redis_url, prefix, broker.url, name="n2")
+        wait_for(lambda: rec.get(avail) == b"online", 20, what="online again")
+        rec2 = recorder_factory(broker, ("homeassistant/#",))
+        wait_for(lambda: len(rec2.latest) >= len(before), 10, what="retained configs")
+        assert set(rec2.latest) == before
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_refused_login_never_blocks_and_is_logged_once(
+    tmp_path, port_factory, redis_url, prefix, keys, r, caplog
+):
+    """Wrong password: events are still consumed (and acked) at once; one warning per
+    outage, while paho retries with backoff; a good broker later gets the events."""
+    from tests.services.notifier.conftest import Broker
+
+    broker = Broker(tmp_path, port_factory(), "sentri", "right-password").start()
+    try:
+        bad = broker.url.replace("right-password", "wrong")
+        cfg = NotifierConfig.model_validate(
+            {"mqtt": {"url": bad, "reconnect_min_s": 0.1, "reconnect_max_s": 1}}
+        )
+        from services.notifier import metrics
+
+        failures0 = metrics.MQTT_CONNECT_FAILURES._value.get()
+        n = Notifier(cfg, r, connect(redis_url, decode=False), keys).start()
+        caplog.set_level(logging.INFO, logger="services.notifier")
+        try:
+            for _ in range(20):
+                publish_record(r, keys, "events", event("object_entered"), maxlen=1000)
+            handled = []
+            while len(handled) < 20:
+                entries = n.consumer.read(count=100, block_ms=2000)
+                assert entries, "events must be consumed while the broker refuses us"
+                handled += [n.handle(e) for e in entries]
+            assert all(handled) and n.consumer.pending_count() == 0
+            wait_for(lambda: metrics.MQTT_CONNECT_FAILURES._value.get() - failures0 >= 3, 15,
+                     what="several refused logins (retries)")  # fmt: skip
+            warnings = [rec for rec in caplog.records if "broker unavailable" in rec.getMessage()]
+            assert len(warnings) == 1
+        finally:
+            n.stop()
+    finally:
+        broker.stop()
+
+
+@pytest.mark.parametrize("url", ["http://broker:1883", "mqtt://", "ws://host:9001"])
+def test_bad_mqtt_url_names_the_field(url):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as ei:
+        NotifierConfig.model_validate({"mqtt": {"url": url}})
+    assert ei.value.errors()[0]["loc"][:2] == ("mqtt", "url")
