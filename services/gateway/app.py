@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import start_http_server
 
-from services.gateway.api import agents, cameras, clients, events, faces, system
+from services.gateway.api import agents, cameras, clients, events, faces, rules, system
 from services.gateway.api import auth as auth_api
 from services.gateway.auth import AuthStore, admin_password_banner
 from services.gateway.config import GatewaySettings
@@ -120,6 +120,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(system.router)
     for router in (
         auth_api.router,
+        rules.router,  # before cameras: its /api/cameras/{id:path} would swallow /rules
         clients.router,
         cameras.router,
         events.router,

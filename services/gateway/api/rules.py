@@ -1,0 +1,190 @@
+"""Rules: zones and lines per camera, line counts, and the notifier's dead letters.
+
+Rules are stored in Redis (:class:`shared.rules.RulesStore`); detectors pick up a
+change within ``rules.reload_s`` without a restart.  Bodies are validated by the
+pydantic models of :mod:`shared.rules`: a polygon with fewer than 3 points, a
+self-intersecting one, coordinates outside 0..1 or an unknown camera get a 422 whose
+``loc`` names the field.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+
+from services.gateway.api.common import camera_or_404
+from services.gateway.deps import GatewayState, get_state, require_admin, require_user
+from services.gateway.models import NOT_FOUND
+from services.notifier.webhooks import DeadLetters
+from shared import registry
+from shared.rules import DIRECTIONS, CameraRules, LineRule, RulesStore, ZoneRule
+
+router = APIRouter(tags=["rules"], dependencies=[Depends(require_user)])
+
+CAM = "/api/cameras/{camera_id:path}"
+MAX_RANGE_MS = 366 * 86400 * 1000
+
+
+class LineCount(BaseModel):
+    name: str = Field(description="Line name (or id).")
+    a_to_b: int = Field(description="Crossings from side A to side B.")
+    b_to_a: int = Field(description="Crossings from side B to side A.")
+    total: int = Field(description="Both directions.")
+    a_label: str = Field("A", description="Name of side A.")
+    b_label: str = Field("B", description="Name of side B.")
+
+
+class Counts(BaseModel):
+    camera_id: str
+    since: int = Field(description="Start of the range, unix ms (inclusive, minute resolution).")
+    until: int = Field(description="End of the range, unix ms (exclusive).")
+    lines: dict[str, LineCount] = Field(description="line_id -> counts in the range.")
+
+
+class DeadLetter(BaseModel):
+    id: str
+    webhook: str
+    url: str
+    event_id: str | None = None
+    camera_id: str | None = None
+    type: str | None = None
+    attempts: int
+    error: str
+    ts: int = Field(description="When it was given up, unix ms.")
+    event: dict[str, Any]
+
+
+def _store(gw: GatewayState) -> RulesStore:
+    return RulesStore(gw.r, gw.keys)
+
+
+def _known_camera_or_422(gw: GatewayState, camera_id: str) -> None:
+    if registry.get_camera(gw.r, gw.keys, camera_id) is None:
+        raise HTTPException(
+            422,
+            [{"loc": ["path", "camera_id"], "msg": f"unknown camera {camera_id!r}",
+              "type": "unknown_camera", "input": camera_id}],
+        )  # fmt: skip
+
+
+@router.get("/api/rules", response_model=dict[str, CameraRules])
+def all_rules(request: Request) -> dict[str, CameraRules]:
+    """Zones and lines of every camera that has any."""
+    return _store(get_state(request)).all()
+
+
+@router.get(f"{CAM}/rules", response_model=CameraRules, responses=NOT_FOUND)
+def camera_rules(camera_id: str, request: Request) -> CameraRules:
+    gw = get_state(request)
+    camera_or_404(gw, camera_id)
+    return _store(gw).get(camera_id) or CameraRules()
+
+
+@router.put(f"{CAM}/rules", response_model=CameraRules, dependencies=[Depends(require_admin)])
+def replace_rules(camera_id: str, body: CameraRules, request: Request) -> CameraRules:
+    """Replace all zones and lines of a camera (applied by detectors without a restart)."""
+    gw = get_state(request)
+    _known_camera_or_422(gw, camera_id)
+    _store(gw).put(camera_id, body)
+    return body
+
+
+def _upsert(gw: GatewayState, camera_id: str, kind: str, item: ZoneRule | LineRule) -> CameraRules:
+    _known_camera_or_422(gw, camera_id)
+    store = _store(gw)
+    current = store.get(camera_id) or CameraRules()
+    items = [x for x in getattr(current, kind) if x.id != item.id] + [item]
+    rules = current.model_copy(update={kind: items})
+    CameraRules.model_validate(rules.model_dump())  # limits (max zones/lines)
+    store.put(camera_id, rules)
+    return rules
+
+
+def _remove(gw: GatewayState, camera_id: str, kind: str, item_id: str) -> CameraRules:
+    camera_or_404(gw, camera_id)
+    store = _store(gw)
+    current = store.get(camera_id) or CameraRules()
+    items = [x for x in getattr(current, kind) if x.id != item_id]
+    if len(items) == len(getattr(current, kind)):
+        raise HTTPException(404, f"no {kind[:-1]} {item_id!r} on camera {camera_id!r}")
+    rules = current.model_copy(update={kind: items})
+    store.put(camera_id, rules)
+    return rules
+
+
+@router.post(f"{CAM}/zones", response_model=CameraRules, dependencies=[Depends(require_admin)])
+def put_zone(camera_id: str, zone: ZoneRule, request: Request) -> CameraRules:
+    """Add a zone, or replace the one with the same id."""
+    return _upsert(get_state(request), camera_id, "zones", zone)
+
+
+@router.delete(
+    CAM + "/zones/{zone_id}", response_model=CameraRules, responses=NOT_FOUND,
+    dependencies=[Depends(require_admin)],
+)  # fmt: skip
+def delete_zone(camera_id: str, zone_id: str, request: Request) -> CameraRules:
+    return _remove(get_state(request), camera_id, "zones", zone_id)
+
+
+@router.post(f"{CAM}/lines", response_model=CameraRules, dependencies=[Depends(require_admin)])
+def put_line(camera_id: str, line: LineRule, request: Request) -> CameraRules:
+    """Add a line, or replace the one with the same id."""
+    return _upsert(get_state(request), camera_id, "lines", line)
+
+
+@router.delete(
+    CAM + "/lines/{line_id}", response_model=CameraRules, responses=NOT_FOUND,
+    dependencies=[Depends(require_admin)],
+)  # fmt: skip
+def delete_line(camera_id: str, line_id: str, request: Request) -> CameraRules:
+    return _remove(get_state(request), camera_id, "lines", line_id)
+
+
+@router.get(f"{CAM}/counts", response_model=Counts, responses=NOT_FOUND)
+def line_counts(
+    camera_id: str,
+    request: Request,
+    since: int | None = Query(None, ge=0, description="Unix ms (default: until - 24 h)."),
+    until: int | None = Query(None, ge=0, description="Unix ms (default: now)."),
+) -> Counts:
+    """Line crossings per line and direction in [since, until), minute resolution."""
+    gw = get_state(request)
+    camera_or_404(gw, camera_id)
+    until = int(time.time() * 1000) + 60_000 if until is None else until
+    since = until - 86400 * 1000 if since is None else since
+    if since > until:
+        raise HTTPException(422, [{"loc": ["query", "since"], "msg": "since is after until",
+                                   "type": "value_error", "input": since}])  # fmt: skip
+    if until - since > MAX_RANGE_MS:
+        raise HTTPException(422, [{"loc": ["query", "since"], "msg": "range longer than 366 days",
+                                   "type": "value_error", "input": since}])  # fmt: skip
+    store = _store(gw)
+    rules = store.get(camera_id) or CameraRules()
+    counted = store.counts(camera_id, since, until)
+    lines: dict[str, LineCount] = {}
+    for ln in rules.lines:
+        c = counted.get(ln.id, dict.fromkeys(DIRECTIONS, 0))
+        lines[ln.id] = LineCount(
+            name=ln.name or ln.id, a_to_b=c["a_to_b"], b_to_a=c["b_to_a"],
+            total=c["a_to_b"] + c["b_to_a"], a_label=ln.a_label, b_label=ln.b_label,
+        )  # fmt: skip
+    return Counts(camera_id=camera_id, since=since, until=until, lines=lines)
+
+
+@router.get("/api/notifier/deadletters", response_model=list[DeadLetter],
+            dependencies=[Depends(require_admin)])  # fmt: skip
+def dead_letters(
+    request: Request, limit: int = Query(100, ge=1, le=1000, description="Newest first.")
+) -> list[dict[str, Any]]:
+    """Webhook deliveries the notifier gave up on (newest first)."""
+    gw = get_state(request)
+    return DeadLetters(gw.r, gw.keys).list(limit)
+
+
+@router.delete("/api/notifier/deadletters", dependencies=[Depends(require_admin)])
+def clear_dead_letters(request: Request) -> dict[str, int]:
+    gw = get_state(request)
+    return {"removed": DeadLetters(gw.r, gw.keys).clear()}
