@@ -27,6 +27,7 @@ from services.detector.tracking import CameraTracker, TrackEvent
 from shared.keys import STREAM_DETECTIONS, STREAM_EVENTS
 from shared.logs import BurstLimiter
 from shared.protocol import ProtocolError, jpeg_dimensions
+from shared.rules import RulesRuntime
 from shared.worker import Frame, Processor, WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class DetectorProcessor(Processor):
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self.runtime: WorkerRuntime | None = None
+        self.rules: RulesRuntime | None = None  # zones/lines (shared.rules), set in setup()
         # Run the model below the report threshold so ByteTrack's second association
         # can keep tracks alive through weak detections; report only confident ones.
         self.infer_conf = min(config.confidence, config.tracker.low_thresh)
@@ -96,6 +98,9 @@ class DetectorProcessor(Processor):
     # ------------------------------------------------------------------ lifecycle
     def setup(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
+        self.rules = RulesRuntime(
+            runtime.redis, runtime.keys, lambda rec: runtime.publish(STREAM_EVENTS, rec)
+        )
         if self.backend is None:
             self.backend = load_backend(self.config, self.state_dir)
         self.labels = self.backend.label_map
@@ -215,6 +220,7 @@ class DetectorProcessor(Processor):
             inference_ms=inference_ms,
             batch=batch,
         )
+        self.rules.apply(record)  # tags objects with zones, publishes zone/line events
         try:
             self.runtime.publish(STREAM_DETECTIONS, record)
         except redis.RedisError:
@@ -278,6 +284,8 @@ class DetectorProcessor(Processor):
             return
         self._unpublished.extend(tracker.close(reason))
         self._flush_events()
+        if self.rules is not None:
+            self.rules.close_camera(cam, reason)
         log.info("camera state reset", extra={"camera_id": cam, "reason": reason})
 
     def _disabled(self, cameras: list[str]) -> set[str]:
