@@ -42,7 +42,7 @@ def test_people_crossing_a_line_and_entering_a_zone(
                 seq = publisher.publish(cam, jpeg=jpeg)
                 try:
                     got = wait_for(
-                        lambda: [d for d in read_stream(r, keys, STREAM_DETECTIONS)
+                        lambda seq=seq: [d for d in read_stream(r, keys, STREAM_DETECTIONS)
                                  if d["seq"] == seq], 2, what=f"frame {seq}",
                     )  # fmt: skip
                     return got[0]["objects"]
