@@ -18,6 +18,7 @@ SERVICES = {
     "faces": "services.faces",
     "analyst": "services.analyst",
     "gateway": "services.gateway",
+    "notifier": "services.notifier",
 }
 
 HELP = """\
@@ -34,6 +35,7 @@ commands:
   faces       face recognition worker; `sentri faces add NAME photo.jpg` enrols
   analyst     Gemini scene analysis worker (offline summaries without a key)
   gateway     REST API, websockets and the web dashboard
+  notifier    events to MQTT (Home Assistant discovery) and signed webhooks
   models      `sentri models export --format onnx`: export the detector model
   status      print the clients and cameras registered in Redis
   events      print events as JSON lines (consumer group, at-least-once)

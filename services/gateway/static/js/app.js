@@ -474,6 +474,7 @@ function onMessage(msg) {
       if (state.view === "clients") loadClients().catch(() => {});
       break;
     case "event":
+      window.dispatchEvent(new CustomEvent("sentri:event", { detail: msg.data })); // rules.js
       if (state.view === "events") {
         const f = { cam: $("ev-camera").value, type: $("ev-type").value };
         if ((!f.cam || f.cam === msg.data.camera_id) && (!f.type || f.type === msg.data.type)) {
