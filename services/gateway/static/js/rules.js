@@ -39,6 +39,7 @@ class TileRules {
     this.draft = null; // {kind: "zone"|"line", id, points, isNew}
     this.drag = -1;
     this.active = new Map(); // zone id -> until (ms), flashed on events
+    this.seen = {}; // rule event type -> count (data-rule-events, for tests and tooling)
 
     this.layer = svg("svg", { class: "rules-layer", preserveAspectRatio: "xMidYMid meet" });
     this.view.append(this.layer);
@@ -267,6 +268,8 @@ class TileRules {
     }[ev.type];
     this.last.textContent = text;
     this.tile.dataset.lastRuleEvent = ev.type;
+    this.seen[ev.type] = (this.seen[ev.type] || 0) + 1;
+    this.tile.dataset.ruleEvents = JSON.stringify(this.seen);
     if (ev.zone && ev.type !== "zone_left") this.active.set(ev.zone, Date.now() + 2000);
     if (ev.type === "line_crossed") this.loadCounts().then(() => this.render()).catch(() => {});
     else this.render();
