@@ -36,7 +36,7 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared import geometry
-from shared.config import Section
+from shared.config import Section, load_section
 from shared.keys import Keys
 from shared.logs import BurstLimiter
 
@@ -486,7 +486,8 @@ class RulesRuntime:
         clock: Callable[[], float] = time.monotonic,
         max_unpublished: int = 10_000,
     ) -> None:
-        self.config = config or RulesConfig()
+        # Default: the `rules:` section of SENTRI_CONFIG and SENTRI_RULES__* env vars.
+        self.config = config or load_section(RulesConfig, "rules")
         self.store = RulesStore(r, keys)
         self.publish = publish
         self.clock = clock

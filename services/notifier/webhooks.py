@@ -306,6 +306,7 @@ class WebhookSender:
             try:
                 self.run_once()
                 nxt = self.next_due()
+                metrics.WEBHOOK_PENDING.labels(self.cfg.name).set(self.pending())
             except redis.RedisError as exc:
                 ok, _ = self._burst.should_log("redis")
                 if ok:
