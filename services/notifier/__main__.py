@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 
 from services.notifier.config import SECTION, NotifierConfig
 from services.notifier.service import Notifier
@@ -69,23 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         log.info("rules from the config file written to redis", extra={"cameras": seeded})
 
     notifier = Notifier(cfg, r, rb, keys)
-    stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:
-        stop.set()
         notifier.stop_event.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    if not notifier.enabled:
-        log.info("no MQTT broker or webhook configured; idling (set notifier.mqtt.url or "
-                 "notifier.webhooks)")  # fmt: skip
-        stop.wait()
-        return 0
     log.info(
         "notifier started",
         extra={"redis": redact_url(redis_cfg.url), "mqtt": bool(notifier.mqtt),
-               "webhooks": len(notifier.senders), "group": cfg.group},
+               "webhooks": len(cfg.webhooks), "group": cfg.group},
     )  # fmt: skip
     notifier.start()
     try:

@@ -8,12 +8,13 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from shared.config import Section
 from shared.rules import RULE_EVENT_TYPES
 
 SECTION = "notifier"
+MIN_SECRET = 16  # characters of a webhook signing secret
 
 EVENT_TYPES = ("object_entered", "object_left", "analysis", *RULE_EVENT_TYPES)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -146,14 +147,14 @@ class WebhookConfig(Section):
     name: str = Field(
         "webhook", pattern=r"^[A-Za-z0-9_-]{1,40}$", description="Name (dead letters, metrics)."
     )
+    allow_internal: bool = Field(
+        False, description="Allow link-local and cloud metadata addresses (refused by default)."
+    )
     url: str = Field(description="http:// or https:// endpoint receiving JSON POSTs.")
     secret: SecretStr = Field(
         SecretStr(""), description="HMAC-SHA256 key; signature header X-Sentri-Signature."
     )
     filter: EventFilter = Field(default_factory=EventFilter, description="Which events to send.")
-    allow_internal: bool = Field(
-        False, description="Allow link-local and cloud metadata addresses (refused by default)."
-    )
     timeout_s: float = Field(5.0, gt=0, le=120, description="Per-request timeout.")
     max_attempts: int = Field(8, ge=1, le=100, description="Attempts before the dead-letter list.")
     backoff_initial_s: float = Field(1.0, gt=0, le=3600, description="First retry delay.")
@@ -161,20 +162,20 @@ class WebhookConfig(Section):
 
     @field_validator("url")
     @classmethod
-    def _scheme(cls, v: str) -> str:
-        parts = urlsplit(v)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL with a host")
-        return v
-
-    @model_validator(mode="after")
-    def _address(self) -> WebhookConfig:
+    def _url(cls, v: str, info: ValidationInfo) -> str:
         from services.notifier.webhooks import literal_address_refused
 
-        why = literal_address_refused(self.url, self.allow_internal)
+        try:
+            parts = urlsplit(v)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:  # e.g. a bad IPv6 literal or port
+            ok = False
+        if not ok:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        why = literal_address_refused(v, bool(info.data.get("allow_internal")))
         if why:
-            raise ValueError(f"url: {why}")
-        return self
+            raise ValueError(f"refused: {why} (set allow_internal to allow it)")
+        return v
 
 
 class NotifierConfig(Section):
@@ -203,4 +204,7 @@ class NotifierConfig(Section):
         names = [w.name for w in self.webhooks]
         if len(names) != len(set(names)):
             raise ValueError("webhooks: names must be unique")
+        for i, w in enumerate(self.webhooks):
+            if len(w.secret.get_secret_value()) < MIN_SECRET:
+                raise ValueError(f"webhooks.{i}.secret: at least {MIN_SECRET} characters")
         return self

@@ -14,15 +14,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import redis
 
 from services.notifier import metrics
-from services.notifier.config import NotifierConfig
+from services.notifier.config import NotifierConfig, WebhookConfig
 from services.notifier.mqtt import MqttOutput
-from services.notifier.webhooks import DeadLetters, WebhookSender
+from services.notifier.webhooks import DeadLetters, WebhookSender, WebhookStore
 from shared.events import EventConsumer
 from shared.keys import Keys
 from shared.logs import BurstLimiter
@@ -48,6 +49,14 @@ if new then return 1 else return 0 end
 OCCUPANCY_EVENTS = ("object_entered", "object_left")
 
 
+@dataclass
+class _WebhookWorker:
+    sender: WebhookSender
+    wake: threading.Event
+    stop: threading.Event
+    thread: threading.Thread | None = None
+
+
 class Notifier:
     def __init__(
         self,
@@ -64,32 +73,35 @@ class Notifier:
         self.consumer = EventConsumer(r, keys, cfg.group, consumer, start="$")
         self.rules = RulesStore(r, keys)
         self.dead_letters = DeadLetters(r, keys, cfg.dead_letters_max)
-        self.senders = [
-            WebhookSender(r, keys, w, self.dead_letters, clock=clock) for w in cfg.webhooks
-        ]
+        self.webhook_store = WebhookStore(r, keys)
+        self.workers: dict[str, _WebhookWorker] = {}
+        self._webhooks_version: int | None = None
+        self._next_webhook_check = 0.0
         self.mqtt = MqttOutput(cfg.mqtt) if cfg.mqtt.url else None
         self._commit = r.register_script(_COMMIT)
         self.stop_event = threading.Event()
-        self._wake = [threading.Event() for _ in self.senders]
-        self._threads: list[threading.Thread] = []
+        self._idle_logged = False
         self._burst = BurstLimiter()
         self._classes: dict[str, set[str]] = {}  # camera -> classes announced
         self._rules_version: int | None = None
         self._next_discovery = 0.0
 
     @property
+    def senders(self) -> list[WebhookSender]:
+        return [w.sender for w in self.workers.values()]
+
+    @property
     def enabled(self) -> bool:
-        return self.mqtt is not None or bool(self.senders)
+        """Anything to send to (MQTT, or webhooks from the YAML or the dashboard)."""
+        return self.mqtt is not None or bool(self.workers)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Notifier:
-        for sender, wake in zip(self.senders, self._wake, strict=True):
-            t = threading.Thread(
-                target=sender.loop, args=(self.stop_event, wake),
-                name=f"webhook-{sender.cfg.name}", daemon=True,
-            )  # fmt: skip
-            t.start()
-            self._threads.append(t)
+        try:
+            self.webhook_store.set_static(self.cfg.webhooks)
+        except redis.RedisError as exc:
+            log.warning("could not publish the configured webhooks", extra={"error": str(exc)})
+        self._reload_webhooks(force=True)
         if self.mqtt is not None:
             self.mqtt.on_connected.append(self._republish_state)
             self.mqtt.start()
@@ -97,12 +109,8 @@ class Notifier:
 
     def stop(self) -> None:
         self.stop_event.set()
-        for w in self._wake:
-            w.set()
-        for t in self._threads:
-            t.join(5)
-        for s in self.senders:
-            s.close()
+        for name in list(self.workers):
+            self._stop_worker(name)
         if self.mqtt is not None:
             self.mqtt.stop()
 
@@ -111,7 +119,12 @@ class Notifier:
         next_claim = 0.0
         while not self.stop_event.is_set():
             try:
+                self._reload_webhooks()
                 self._discovery_tick()
+                if not self.enabled and not self._idle_logged:
+                    self._idle_logged = True
+                    log.info("no MQTT broker or webhook configured; idling (set "
+                             "notifier.mqtt.url, or add a webhook)")  # fmt: skip
                 entries = self.consumer.read(count=100, block_ms=500)
                 now = time.monotonic()
                 if now >= next_claim:
@@ -130,6 +143,10 @@ class Notifier:
     def handle(self, entry: dict[str, Any]) -> bool:
         """Handle one stream entry; False for a duplicate (already handled)."""
         entry_id = entry.pop("id")
+        if not self.enabled:  # idle: nothing to send, keep the group current
+            self.consumer.ack(entry_id)
+            metrics.EVENTS.labels("idle").inc()
+            return False
         event_id = str(entry.get("event_id") or entry_id)
         seen_key = self.keys.k("notifier", "seen", event_id)
         if self.r.exists(seen_key):
@@ -147,21 +164,66 @@ class Notifier:
         keys_: list[str] = [seen_key, self.consumer.stream]
         args: list[Any] = [self.cfg.dedupe_ttl_s, self.cfg.group, entry_id]
         woken = []
-        for i, sender in enumerate(self.senders):
+        for worker in list(self.workers.values()):
+            sender = worker.sender
             if not sender.cfg.filter.matches(entry, when):
                 continue
             did, payload = sender.new_delivery(entry)
             keys_ += [sender.due_key, sender.items_key]
             args += [did, payload, self.clock()]
-            woken.append(i)
+            woken.append(worker.wake)
         new = self._commit(keys=keys_, args=args)
         if not new:
             metrics.EVENTS.labels("duplicate").inc()
             return False
         metrics.EVENTS.labels("handled").inc()
-        for i in woken:
-            self._wake[i].set()
+        for wake in woken:
+            wake.set()
         return True
+
+    # ------------------------------------------------------------------ webhooks
+    def _reload_webhooks(self, force: bool = False) -> None:
+        """Webhooks = YAML ones + the dashboard's (Redis), re-read when their version moves."""
+        now = time.monotonic()
+        if not force and now < self._next_webhook_check:
+            return
+        self._next_webhook_check = now + 1.0
+        version = self.webhook_store.version()
+        if version == self._webhooks_version and not force:
+            return
+        self._webhooks_version = version
+        wanted = {w.name: w for w in self.cfg.webhooks}
+        for w in self.webhook_store.list():
+            if w.name in wanted:
+                log.warning("dashboard webhook ignored: the config file has one of that name",
+                            extra={"webhook": w.name})  # fmt: skip
+                continue
+            wanted[w.name] = w
+        for name in list(self.workers):
+            old = self.workers[name].sender.cfg
+            if name not in wanted or old.model_dump_json() != wanted[name].model_dump_json():
+                self._stop_worker(name)
+        for name, cfg in wanted.items():
+            if name not in self.workers:
+                self._start_worker(cfg)
+        log.info("webhooks loaded", extra={"webhooks": ",".join(sorted(wanted)) or "-"})
+
+    def _start_worker(self, cfg: WebhookConfig) -> None:
+        sender = WebhookSender(self.r, self.keys, cfg, self.dead_letters, clock=self.clock)
+        w = _WebhookWorker(sender, threading.Event(), threading.Event())
+        w.thread = threading.Thread(
+            target=sender.loop, args=(w.stop, w.wake), name=f"webhook-{cfg.name}", daemon=True
+        )
+        w.thread.start()
+        self.workers[cfg.name] = w
+
+    def _stop_worker(self, name: str) -> None:
+        w = self.workers.pop(name)
+        w.stop.set()
+        w.wake.set()
+        if w.thread is not None:
+            w.thread.join(5)
+        w.sender.close()
 
     def _to_mqtt(self, ev: dict[str, Any]) -> None:
         assert self.mqtt is not None

@@ -134,10 +134,82 @@ class DeadLetters:
                 continue
         return out
 
+    def pop(self, dead_id: str) -> dict[str, Any] | None:
+        """Remove one dead letter by id and return it (None if absent)."""
+        for raw in self.r.lrange(self.key, 0, -1):
+            try:
+                entry = json.loads(raw)
+            except ValueError:
+                continue
+            if entry.get("id") == dead_id and self.r.lrem(self.key, 1, raw):
+                return entry
+        return None
+
     def clear(self) -> int:
         n = int(self.r.llen(self.key))
         self.r.delete(self.key)
         return n
+
+
+class WebhookStore:
+    """Webhooks added in the dashboard (hash name -> WebhookConfig JSON, secret included),
+    a version counter the notifier watches, and the names of the config file's webhooks
+    (written by the notifier, shown read-only)."""
+
+    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+        self.r, self.keys = r, keys
+        self.hash = keys.k("notifier", "webhooks")
+        self.version_key = keys.k("notifier", "webhooks", "version")
+        self.static_key = keys.k("notifier", "webhooks", "static")
+
+    def version(self) -> int:
+        return int(self.r.get(self.version_key) or 0)
+
+    def list(self) -> list[WebhookConfig]:
+        out = []
+        for name, raw in sorted(self.r.hgetall(self.hash).items()):
+            try:
+                out.append(WebhookConfig.model_validate_json(raw))
+            except ValueError:
+                log.warning("invalid webhook in redis ignored", extra={"webhook": name})
+        return out
+
+    def get(self, name: str) -> WebhookConfig | None:
+        raw = self.r.hget(self.hash, name)
+        return WebhookConfig.model_validate_json(raw) if raw else None
+
+    def put(self, cfg: WebhookConfig) -> None:
+        data = cfg.model_dump(mode="json")
+        data["secret"] = cfg.secret.get_secret_value()
+        pipe = self.r.pipeline()
+        pipe.hset(self.hash, cfg.name, json.dumps(data))
+        pipe.incr(self.version_key)
+        pipe.execute()
+
+    def delete(self, name: str) -> bool:
+        due, items = queue_keys(self.keys, name)
+        pipe = self.r.pipeline()
+        pipe.hdel(self.hash, name)
+        pipe.delete(due, items)
+        pipe.incr(self.version_key)
+        return bool(pipe.execute()[0])
+
+    def set_static(self, webhooks: list[WebhookConfig]) -> None:
+        names = [w.name for w in webhooks]
+        self.r.set(self.static_key, json.dumps(names))
+
+    def static(self) -> list[str]:
+        raw = self.r.get(self.static_key)
+        return json.loads(raw) if raw else []
+
+    def requeue(self, dead: dict[str, Any]) -> None:
+        """Send a dead letter again (attempts start over)."""
+        due, items = queue_keys(self.keys, dead["webhook"])
+        payload = json.dumps({"event": dead["event"], "attempts": 0}, separators=(",", ":"))
+        pipe = self.r.pipeline()
+        pipe.hset(items, dead["id"], payload)
+        pipe.zadd(due, {dead["id"]: time.time()})
+        pipe.execute()
 
 
 def queue_keys(keys: Keys, name: str) -> tuple[str, str]:

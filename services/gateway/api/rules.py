@@ -18,7 +18,8 @@ from pydantic import BaseModel, Field
 from services.gateway.api.common import camera_or_404
 from services.gateway.deps import GatewayState, get_state, require_admin, require_user
 from services.gateway.models import NOT_FOUND
-from services.notifier.webhooks import DeadLetters
+from services.notifier.config import MIN_SECRET, WebhookConfig
+from services.notifier.webhooks import DeadLetters, WebhookStore
 from shared import registry
 from shared.rules import DIRECTIONS, CameraRules, LineRule, RulesStore, ZoneRule
 
@@ -188,3 +189,75 @@ def dead_letters(
 def clear_dead_letters(request: Request) -> dict[str, int]:
     gw = get_state(request)
     return {"removed": DeadLetters(gw.r, gw.keys).clear()}
+
+
+@router.post("/api/notifier/deadletters/{dead_id}/retry", status_code=202,
+             dependencies=[Depends(require_admin)], responses=NOT_FOUND)  # fmt: skip
+def retry_dead_letter(dead_id: str, request: Request) -> dict[str, str]:
+    """Queue a dead letter for delivery again (attempts start over)."""
+    gw = get_state(request)
+    entry = DeadLetters(gw.r, gw.keys).pop(dead_id)
+    if entry is None:
+        raise HTTPException(404, f"no dead letter {dead_id!r}")
+    WebhookStore(gw.r, gw.keys).requeue(entry)
+    return {"queued": dead_id, "webhook": entry["webhook"]}
+
+
+class WebhookView(BaseModel):
+    name: str
+    url: str
+    secret_set: bool = Field(description="A signing secret is set (it is never shown).")
+    filter: dict[str, Any]
+    allow_internal: bool
+    max_attempts: int
+    source: str = Field(description="'dashboard' (editable) or 'config' (YAML, read-only).")
+
+
+def _view(w: WebhookConfig) -> WebhookView:
+    d = w.model_dump(mode="json", exclude={"secret"})
+    return WebhookView(
+        name=w.name, url=w.url, secret_set=bool(w.secret.get_secret_value()),
+        filter=d["filter"], allow_internal=w.allow_internal, max_attempts=w.max_attempts,
+        source="dashboard",
+    )  # fmt: skip
+
+
+@router.get("/api/notifier/webhooks", dependencies=[Depends(require_admin)])
+def list_webhooks(request: Request) -> dict[str, Any]:
+    """Webhooks added here (editable) and the names of the config file's ones."""
+    gw = get_state(request)
+    store = WebhookStore(gw.r, gw.keys)
+    return {"webhooks": [_view(w) for w in store.list()], "configured": store.static()}
+
+
+@router.post("/api/notifier/webhooks", response_model=WebhookView,
+             dependencies=[Depends(require_admin)])  # fmt: skip
+def put_webhook(body: WebhookConfig, request: Request) -> WebhookView:
+    """Add or replace a webhook (the notifier applies it within a second, no restart).
+    Leaving ``secret`` empty keeps the current one."""
+    gw = get_state(request)
+    store = WebhookStore(gw.r, gw.keys)
+    if body.name in store.static():
+        raise HTTPException(422, [{"loc": ["body", "name"], "type": "value_error",
+                                   "msg": "a webhook of that name is set in the config file",
+                                   "input": body.name}])  # fmt: skip
+    if not body.secret.get_secret_value():
+        old = store.get(body.name)
+        if old is None or not old.secret.get_secret_value():
+            raise HTTPException(422, [{"loc": ["body", "secret"], "type": "missing",
+                                       "msg": "a signing secret is required", "input": ""}])  # fmt: skip
+        body = body.model_copy(update={"secret": old.secret})
+    elif len(body.secret.get_secret_value()) < MIN_SECRET:
+        raise HTTPException(422, [{"loc": ["body", "secret"], "type": "too_short",
+                                   "msg": f"at least {MIN_SECRET} characters", "input": ""}])  # fmt: skip
+    store.put(body)
+    return _view(body)
+
+
+@router.delete("/api/notifier/webhooks/{name}", dependencies=[Depends(require_admin)],
+               responses=NOT_FOUND)  # fmt: skip
+def delete_webhook(name: str, request: Request) -> dict[str, str]:
+    gw = get_state(request)
+    if not WebhookStore(gw.r, gw.keys).delete(name):
+        raise HTTPException(404, f"no webhook {name!r}")
+    return {"deleted": name}

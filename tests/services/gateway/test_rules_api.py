@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -112,3 +113,58 @@ def test_dead_letters_listed_and_cleared(client, r, keys):
 def test_rules_need_login(anon):
     assert anon.get("/api/rules").status_code == 401
     assert anon.get("/api/notifier/deadletters").status_code == 401
+
+
+def test_webhooks_crud_validation_and_secret_never_shown(client, r, keys):
+    from services.notifier.webhooks import WebhookStore
+
+    good = {"name": "ha", "url": "http://192.168.1.10:8123/api/webhook/x",
+            "secret": "a-long-enough-secret", "filter": {"types": ["line_crossed"]}}  # fmt: skip
+    resp = client.post("/api/notifier/webhooks", json=good)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["secret_set"] is True and "secret" not in resp.json()
+    listed = client.get("/api/notifier/webhooks").json()
+    assert [w["name"] for w in listed["webhooks"]] == ["ha"]
+    assert "a-long-enough-secret" not in json.dumps(listed)
+    # Empty secret on update keeps the stored one.
+    resp = client.post(
+        "/api/notifier/webhooks", json={**good, "secret": "", "url": "https://x.example/h"}
+    )
+    assert resp.status_code == 200
+    assert WebhookStore(r, keys).get("ha").secret.get_secret_value() == "a-long-enough-secret"
+    for body, loc in [
+        ({**good, "url": "ftp://x.example/"}, ["body", "url"]),
+        ({**good, "url": "http://169.254.169.254/latest"}, ["body", "url"]),
+        ({**good, "url": "http://[fe80::1]/"}, ["body", "url"]),
+        ({**good, "name": "new", "secret": ""}, ["body", "secret"]),
+        ({**good, "name": "new", "secret": "short"}, ["body", "secret"]),
+        ({**good, "filter": {"types": ["bogus"]}}, ["body", "filter", "types"]),
+        (
+            {**good, "filter": {"schedule": [{"start": "7pm"}]}},
+            ["body", "filter", "schedule", 0, "start"],
+        ),
+    ]:
+        resp = client.post("/api/notifier/webhooks", json=body)
+        assert resp.status_code == 422, (body, resp.text)
+        assert resp.json()["detail"][0]["loc"] == loc, resp.text
+    WebhookStore(r, keys).set_static([])
+    r.set(WebhookStore(r, keys).static_key, json.dumps(["yaml-one"]))
+    resp = client.post("/api/notifier/webhooks", json={**good, "name": "yaml-one"})
+    assert resp.status_code == 422 and resp.json()["detail"][0]["loc"] == ["body", "name"]
+    assert client.get("/api/notifier/webhooks").json()["configured"] == ["yaml-one"]
+    assert client.delete("/api/notifier/webhooks/ha").json() == {"deleted": "ha"}
+    assert client.delete("/api/notifier/webhooks/ha").status_code == 404
+
+
+def test_dead_letter_retry_requeues(client, r, keys):
+    from services.notifier.webhooks import queue_keys
+
+    DeadLetters(r, keys).add({"id": "d9", "webhook": "w", "url": "http://x/", "event_id": "e9",
+                              "attempts": 3, "error": "HTTP 503", "ts": 1,
+                              "event": {"event_id": "e9"}})  # fmt: skip
+    resp = client.post("/api/notifier/deadletters/d9/retry")
+    assert resp.status_code == 202 and resp.json()["webhook"] == "w"
+    due, items = queue_keys(keys, "w")
+    assert r.zscore(due, "d9") is not None and json.loads(r.hget(items, "d9"))["attempts"] == 0
+    assert client.get("/api/notifier/deadletters").json() == []
+    assert client.post("/api/notifier/deadletters/d9/retry").status_code == 404

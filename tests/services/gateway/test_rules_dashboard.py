@@ -142,6 +142,19 @@ def test_draw_zone_and_line_then_see_event_and_counter(
                      10, 0.2, what="counts on the Rules page")  # fmt: skip
             assert "drive" in page.inner_text("#view-rules")
             assert "Webhook dead letters" in page.inner_text("#view-rules")
-            page.screenshot(path=str(artifacts_dir / "rules-dashboard-page.png"))
+            # A webhook from the Rules page: a metadata address is refused, a LAN one saved.
+            form = "#webhooks .webhook-form"
+            page.fill(f"{form} input[name=name]", "hook1")
+            page.fill(f"{form} input[name=url]", "http://169.254.169.254/latest")
+            page.fill(f"{form} input[name=secret]", "a-secret-of-16-chars")
+            page.fill(f"{form} input[name=types]", "zone_entered, loitering")
+            page.click(f"{form} button[type=submit]")
+            page.wait_for_selector(f"{form} .msg.err", timeout=5000)
+            assert "metadata" in page.inner_text(f"{form} .msg")
+            page.fill(f"{form} input[name=url]", "http://192.168.1.20:8123/hook")
+            page.click(f"{form} button[type=submit]")
+            page.wait_for_selector('#webhooks tr[data-webhook="hook1"]', timeout=5000)
+            assert "zone_entered, loitering" in page.inner_text('#webhooks tr[data-webhook="hook1"]')
+            page.screenshot(path=str(artifacts_dir / "rules-dashboard-page.png"), full_page=True)
         finally:
             page.close()

@@ -21,7 +21,7 @@ from services.notifier.webhooks import address_refused, verify
 from shared.redisutil import connect, publish_record
 from tests.helpers import wait_for
 
-SECRET = "s3cret-key"
+SECRET = "s3cret-key-of-some-length"
 
 
 class Receiver:
@@ -194,6 +194,8 @@ def test_refused_urls_name_the_field(url):
 
 def test_internal_addresses_allowed_explicitly():
     w = WebhookConfig(url="http://169.254.169.254/x", allow_internal=True)
+    with pytest.raises(ValidationError, match="secret"):
+        NotifierConfig.model_validate({"webhooks": [{"url": "http://127.0.0.1/", "secret": "short"}]})
     assert w.allow_internal
     assert address_refused(__import__("ipaddress").ip_address("127.0.0.1")) is None
     assert address_refused(__import__("ipaddress").ip_address("192.168.1.5")) is None
@@ -216,3 +218,32 @@ def test_schedule_and_verify():
     assert verify(b"k", "1000", body, sig, now=1100)
     assert not verify(b"k", "1000", body, sig, now=1400)  # outside the 300 s window
     assert not verify(b"k", "1000", body + b" ", sig, now=1000)
+
+
+def test_webhook_added_in_redis_applies_without_restart_and_dead_letter_retry(
+    r, keys, run_notifier, port_factory
+):
+    """A webhook added through the store (what the API does) is used within a second;
+    a dead letter sent again is delivered once the target accepts."""
+    from services.notifier.webhooks import WebhookStore
+
+    port = port_factory()
+    rec = Receiver(port, status=503)
+    try:
+        n = run_notifier([])
+        store = WebhookStore(r, keys)
+        store.put(WebhookConfig.model_validate(hook(port, name="dash", max_attempts=2)))
+        wait_for(lambda: [s.cfg.name for s in n.senders] == ["dash"], 10, what="webhook loaded")
+        ev = event()
+        publish_record(r, keys, "events", ev, maxlen=1000)
+        dead = wait_for(lambda: n.dead_letters.list(), 20, what="dead letter")[0]
+        assert dead["event_id"] == ev["event_id"] and dead["attempts"] == 2
+        rec.status = 200
+        store.requeue(n.dead_letters.pop(dead["id"]))
+        wait_for(lambda: rec.ids.get(ev["event_id"]) == 1, 20, what="retried delivery")
+        assert n.dead_letters.list() == []
+        # Deleting it stops its sender.
+        store.delete("dash")
+        wait_for(lambda: n.senders == [], 10, what="webhook removed")
+    finally:
+        rec.close()

@@ -314,7 +314,7 @@ async function loadRulesPage() {
     api("/api/notifier/deadletters").catch(() => null),
   ]);
   const cards = [];
-  cards.push(el("p", { class: "muted" }, "Draw zones and lines on a live tile with “+ Zone” and “+ Line” (click to add points, drag to move them, click a shape to edit it). Rules apply without a restart. Webhooks and MQTT are configured in the notifier section of the config file (see docs/rules.md)."));
+  cards.push(el("p", { class: "muted" }, "Draw zones and lines on a live tile with “+ Zone” and “+ Line” (click to add points, drag to move them, click a shape to edit it). Rules apply without a restart. Webhooks can be added below or in the config file; MQTT is set in the config file's notifier section (see docs/rules.md)."));
   const cams = Object.keys(all).sort();
   for (const cam of cams) {
     const r = all[cam];
@@ -346,13 +346,57 @@ async function loadRulesPage() {
     deadCard.append(el("p", { class: "muted" }, "None: every webhook delivery succeeded or is still being retried."));
   } else {
     deadCard.append(
-      el("table", { class: "table" }, el("thead", {}, el("tr", {}, ...["When", "Webhook", "Event", "Camera", "Attempts", "Error"].map((h) => el("th", {}, h)))),
+      el("table", { class: "table" }, el("thead", {}, el("tr", {}, ...["When", "Webhook", "Event", "Camera", "Attempts", "Error", ""].map((h) => el("th", {}, h)))),
         el("tbody", {}, ...dead.map((d) => el("tr", {}, el("td", {}, new Date(d.ts).toLocaleString()), el("td", {}, d.webhook),
-          el("td", {}, `${d.type || ""} ${d.event_id || ""}`), el("td", {}, d.camera_id || ""), el("td", {}, String(d.attempts)), el("td", {}, d.error))))),
+          el("td", {}, `${d.type || ""} ${d.event_id || ""}`), el("td", {}, d.camera_id || ""), el("td", {}, String(d.attempts)), el("td", {}, d.error),
+          el("td", {}, el("button", { class: "btn btn-sm dead-retry", onclick: async () => { await api(`/api/notifier/deadletters/${encodeURIComponent(d.id)}/retry`, { method: "POST" }); loadRulesPage(); } }, "Retry")))))),
       el("button", { class: "btn", onclick: async () => { await api("/api/notifier/deadletters", { method: "DELETE" }); loadRulesPage(); } }, "Clear"));
   }
   cards.push(deadCard);
+  if (dead !== null) cards.push(await webhooksCard());
   view.replaceChildren(...cards);
+}
+
+const list = (v) => v.split(",").map((x) => x.trim()).filter(Boolean);
+
+async function webhooksCard() {
+  const data = await api("/api/notifier/webhooks");
+  const card = el("div", { class: "card", id: "webhooks" }, el("h2", {}, "Webhooks"),
+    el("p", { class: "muted" }, "Signed JSON POSTs (X-Sentri-Signature: HMAC-SHA256 over timestamp.body; see docs/rules.md). Applied by the notifier without a restart."));
+  const rows = data.webhooks.map((w) => el("tr", { "data-webhook": w.name }, el("td", {}, w.name), el("td", {}, w.url),
+    el("td", {}, Object.entries(w.filter).filter(([, v]) => v.length).map(([k, v]) => `${k}: ${k === "schedule" ? v.map((x) => `${x.days.join("/")} ${x.start}-${x.end}`).join(", ") : v.join(", ")}`).join("; ") || "every event"),
+    el("td", {}, el("button", { class: "btn btn-sm", onclick: async () => { await api(`/api/notifier/webhooks/${encodeURIComponent(w.name)}`, { method: "DELETE" }); loadRulesPage(); } }, "Delete"))));
+  for (const name of data.configured) rows.push(el("tr", {}, el("td", {}, name), el("td", { class: "muted" }, "from the config file"), el("td", {}), el("td", {})));
+  if (rows.length) card.append(el("table", { class: "table" }, el("tbody", {}, ...rows)));
+  const f = (name, attrs = {}) => el("input", { name, ...attrs });
+  const msg = el("span", { class: "msg" });
+  const form = el("form", { class: "form-row webhook-form" },
+    el("label", {}, "Name ", f("name", { required: "", pattern: "[A-Za-z0-9_-]{1,40}", size: "10" })),
+    el("label", {}, "URL ", f("url", { required: "", type: "url", size: "28", placeholder: "https://…" })),
+    el("label", {}, "Secret ", f("secret", { type: "password", minlength: "16", size: "14", placeholder: "≥16 chars; empty keeps" })),
+    el("label", {}, "Types ", f("types", { size: "14", placeholder: "all" })),
+    el("label", {}, "Cameras ", f("cameras", { size: "12", placeholder: "all" })),
+    el("label", {}, "Classes ", f("classes", { size: "8", placeholder: "all" })),
+    el("label", {}, "Zones ", f("zones", { size: "8", placeholder: "all" })),
+    el("label", {}, "Lines ", f("lines", { size: "8", placeholder: "all" })),
+    el("label", {}, "From ", f("start", { type: "time" })),
+    el("label", {}, "to ", f("end", { type: "time" })),
+    el("button", { class: "btn btn-primary", type: "submit" }, "Save webhook"), msg);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const v = Object.fromEntries(new FormData(form).entries());
+    const filter = { types: list(v.types), cameras: list(v.cameras), classes: list(v.classes), zones: list(v.zones), lines: list(v.lines) };
+    if (v.start || v.end) filter.schedule = [{ start: v.start || "00:00", end: v.end || "24:00" }];
+    try {
+      await api("/api/notifier/webhooks", { method: "POST", body: { name: v.name, url: v.url, secret: v.secret, filter } });
+      loadRulesPage();
+    } catch (err) {
+      msg.className = "msg err";
+      msg.textContent = `Not saved: ${err.message}`;
+    }
+  });
+  card.append(form);
+  return card;
 }
 
 async function del(cam, kinds, id) {
