@@ -154,7 +154,9 @@ def test_draw_zone_and_line_then_see_event_and_counter(
             page.fill(f"{form} input[name=url]", "http://192.168.1.20:8123/hook")
             page.click(f"{form} button[type=submit]")
             page.wait_for_selector('#webhooks tr[data-webhook="hook1"]', timeout=5000)
-            assert "zone_entered, loitering" in page.inner_text('#webhooks tr[data-webhook="hook1"]')
+            assert "zone_entered, loitering" in page.inner_text(
+                '#webhooks tr[data-webhook="hook1"]'
+            )
             page.screenshot(path=str(artifacts_dir / "rules-dashboard-page.png"), full_page=True)
         finally:
             page.close()

@@ -195,7 +195,9 @@ def test_refused_urls_name_the_field(url):
 def test_internal_addresses_allowed_explicitly():
     w = WebhookConfig(url="http://169.254.169.254/x", allow_internal=True)
     with pytest.raises(ValidationError, match="secret"):
-        NotifierConfig.model_validate({"webhooks": [{"url": "http://127.0.0.1/", "secret": "short"}]})
+        NotifierConfig.model_validate(
+            {"webhooks": [{"url": "http://127.0.0.1/", "secret": "short"}]}
+        )
     assert w.allow_internal
     assert address_refused(__import__("ipaddress").ip_address("127.0.0.1")) is None
     assert address_refused(__import__("ipaddress").ip_address("192.168.1.5")) is None
