@@ -497,6 +497,7 @@ class RulesRuntime:
         self._next_check = 0.0
         self._unpublished: deque[dict[str, Any]] = deque(maxlen=max_unpublished)
         self._burst = BurstLimiter()
+        self._last: dict[str, tuple[float, float]] = {}  # camera -> (frame time, clock())
 
     def _reload(self) -> None:
         now = self.clock()
@@ -533,14 +534,31 @@ class RulesRuntime:
         engine = self.engine(cam)
         if not engine.rules.zones and not engine.rules.lines and not engine.tracks:
             return []
-        zones, events = engine.update(objects_from_record(record), record["ts"] / 1000.0)
+        t = record["ts"] / 1000.0
+        self._last[cam] = (t, self.clock())
+        zones, events = engine.update(objects_from_record(record), t)
         for obj in record.get("objects", ()):
             if obj.get("track_id") is not None:
                 obj["zones"] = zones.get(int(obj["track_id"]), [])
         self.emit(events)
         return events
 
+    def tick(self) -> list[dict[str, Any]]:
+        """For cameras that stopped sending frames: loitering and ``lost`` on time.
+
+        A camera's time runs on from its last frame time by the local clock, so the
+        agents' clocks never have to agree with this one."""
+        events: list[dict[str, Any]] = []
+        now = self.clock()
+        for cam, engine in self.engines.items():
+            if cam in self._last and engine.tracks:
+                t, at = self._last[cam]
+                events += engine.tick(t + (now - at))
+        self.emit(events)
+        return events
+
     def close_camera(self, camera_id: str, reason: str = "handover") -> list[dict[str, Any]]:
+        self._last.pop(camera_id, None)
         engine = self.engines.pop(camera_id, None)
         events = engine.close(reason) if engine else []
         self.emit(events)

@@ -306,5 +306,6 @@ class DetectorProcessor(Processor):
                     for tracker in list(self.trackers.values()):
                         self._unpublished.extend(tracker.expire())
                     self._flush_events()
+                    self.rules.tick()  # zones of cameras that stopped sending
             except Exception:
                 log.exception("track sweep failed")

@@ -7,6 +7,7 @@ Topics (``<p>`` = ``notifier.mqtt.topic_prefix``, default ``sentri``; camera ids
     <p>/<camera_id>/events                  every event, JSON (QoS 1)
     <p>/<camera_id>/<class>/occupancy       ON | OFF (retained)
     <p>/<camera_id>/<class>/count           objects of that class in view (retained)
+    <p>/<camera_id>/zones/<zone_id>/occupancy   ON | OFF (retained), .../count
     <p>/<camera_id>/lines/<line_id>         {"a_to_b": n, "b_to_a": m, "total": n+m} (retained)
     <p>/<camera_id>/snapshot                JPEG of the latest event snapshot (retained)
 
@@ -175,6 +176,12 @@ class MqttOutput:
         self.publish("occupancy", self.camera_topic(camera_id, class_name, "count"),
                      str(count), retain=True, qos=1)  # fmt: skip
 
+    def zone_occupancy(self, camera_id: str, zone_id: str, count: int) -> None:
+        self.publish("zone", self.camera_topic(camera_id, "zones", zone_id, "occupancy"),
+                     "ON" if count > 0 else "OFF", retain=True, qos=1)  # fmt: skip
+        self.publish("zone", self.camera_topic(camera_id, "zones", zone_id, "count"),
+                     str(count), retain=True, qos=1)  # fmt: skip
+
     def line_counts(self, camera_id: str, line_id: str, counts: dict[str, int]) -> None:
         a, b = int(counts.get("a_to_b", 0)), int(counts.get("b_to_a", 0))
         body = json.dumps({"a_to_b": a, "b_to_a": b, "total": a + b})
@@ -213,9 +220,19 @@ class MqttOutput:
             self._configs[unique_id] = (topic, payload)
         self.publish("discovery", topic, payload, retain=True, qos=1)
 
-    def announce_camera(self, camera_id: str, classes: list[str], lines: dict[str, str]) -> None:
-        """Discovery for one camera: occupancy per class, counter per line, snapshot image."""
+    def announce_camera(
+        self, camera_id: str, classes: list[str], lines: dict[str, str],
+        zones: dict[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """Discovery for one camera: occupancy per class and per zone, counter per line,
+        snapshot image."""
         s, dev = slug(camera_id), self._device(camera_id)
+        for zone_id, name in (zones or {}).items():
+            self._announce("binary_sensor", f"sentri_{s}_zone_{ident(zone_id)}_occupancy", {
+                "name": f"{name} occupancy", "device": dev, "device_class": "occupancy",
+                "state_topic": self.camera_topic(camera_id, "zones", zone_id, "occupancy"),
+                "payload_on": "ON", "payload_off": "OFF",
+            })  # fmt: skip
         for cls in classes:
             self._announce("binary_sensor", f"sentri_{s}_{ident(cls)}_occupancy", {
                 "name": f"{cls} occupancy", "device": dev, "device_class": "occupancy",

@@ -83,6 +83,7 @@ class Notifier:
         self._idle_logged = False
         self._burst = BurstLimiter()
         self._classes: dict[str, set[str]] = {}  # camera -> classes announced
+        self._lines_published: set[tuple[str, str]] = set()
         self._rules_version: int | None = None
         self._next_discovery = 0.0
 
@@ -242,6 +243,20 @@ class Notifier:
             pipe.scard(key)
             count = int(pipe.execute()[-1])
             self.mqtt.occupancy(cam, cls, count)
+        if (
+            typ in ("zone_entered", "zone_left")
+            and ev.get("zone")
+            and ev.get("track_id") is not None
+        ):
+            key = self.keys.k("notifier", "zoneocc", cam, str(ev["zone"]))
+            pipe = self.r.pipeline()
+            if typ == "zone_entered":
+                pipe.sadd(key, str(ev["track_id"]))
+                pipe.expire(key, 86400)
+            else:
+                pipe.srem(key, str(ev["track_id"]))
+            pipe.scard(key)
+            self.mqtt.zone_occupancy(cam, str(ev["zone"]), int(pipe.execute()[-1]))
         if typ == "line_crossed" and ev.get("line"):
             self._announce(cam, None)
             totals = self.rules.totals(cam).get(ev["line"], {})
@@ -253,16 +268,34 @@ class Notifier:
                 self.mqtt.snapshot(cam, jpeg)
 
     # ------------------------------------------------------------------ discovery
-    def _lines(self, camera_id: str, all_rules: dict | None = None) -> dict[str, str]:
+    def _named(self, camera_id: str, all_rules: dict | None = None) -> dict[str, dict[str, str]]:
+        """{"lines": id -> name, "zones": id -> name} of a camera's rules."""
         rules = all_rules.get(camera_id) if all_rules is not None else self.rules.get(camera_id)
-        return {ln.id: ln.name or ln.id for ln in rules.lines} if rules else {}
+        if rules is None:
+            return {"lines": {}, "zones": {}}
+        return {
+            "lines": {ln.id: ln.name or ln.id for ln in rules.lines},
+            "zones": {z.id: z.name or z.id for z in rules.zones},
+        }
+
+    def _publish_new_lines(self, camera_id: str, lines: dict[str, str]) -> None:
+        """Retained counters for lines not published yet (after a start, a new line)."""
+        assert self.mqtt is not None
+        new = [ln for ln in lines if (camera_id, ln) not in self._lines_published]
+        if not new:
+            return
+        totals = self.rules.totals(camera_id)
+        for ln in new:
+            self.mqtt.line_counts(camera_id, ln, totals.get(ln, {}))
+            self._lines_published.add((camera_id, ln))
 
     def _announce(self, camera_id: str, cls: str | None) -> None:
         assert self.mqtt is not None
         known = self._classes.setdefault(camera_id, set(self.cfg.mqtt.occupancy_classes))
         if cls is not None:
             known.add(cls)
-        self.mqtt.announce_camera(camera_id, sorted(known), self._lines(camera_id))
+        named = self._named(camera_id)
+        self.mqtt.announce_camera(camera_id, sorted(known), named["lines"], named["zones"])
 
     def _discovery_tick(self) -> None:
         """Announce cameras from the registry and lines from the rules, when they change."""
@@ -273,8 +306,11 @@ class Notifier:
         all_rules = self.rules.all()
         for cam in sorted(cameras | set(all_rules) | set(self._classes)):
             known = self._classes.setdefault(cam, set(self.cfg.mqtt.occupancy_classes))
-            self.mqtt.announce_camera(cam, sorted(known), self._lines(cam, all_rules))
+            named = self._named(cam, all_rules)
+            self.mqtt.announce_camera(cam, sorted(known), named["lines"], named["zones"])
+            self._publish_new_lines(cam, named["lines"])
 
     def _republish_state(self) -> None:
-        """After (re)connecting: discovery again on the next loop turn."""
+        """After (re)connecting: discovery and line counters again on the next loop turn."""
+        self._lines_published.clear()
         self._next_discovery = 0.0

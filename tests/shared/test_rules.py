@@ -229,3 +229,21 @@ def test_seed_from_yaml_does_not_overwrite_dashboard_edits(r, keys):
     assert store.get("b/0").zones
     assert store.seed(RulesConfig(cameras=cfg.cameras, replace_on_start=True)) == 2
     assert store.get("a/0").zones
+
+
+def test_runtime_tick_leaves_zones_of_a_camera_that_stopped(r, keys):
+    """No more frames: the camera's time runs on by the local clock (not the agent's)."""
+    out, clock = [], [500.0]
+    rt = RulesRuntime(r, keys, out.append, RulesConfig(forget_after_s=2.0), clock=lambda: clock[0])
+    RulesStore(r, keys).put("c/0", CameraRules(zones=[DRIVE.model_copy(update={"loiter_s": 1})]))
+    # Frame times from an agent whose clock is far from ours.
+    rt.apply({"camera_id": "c/0", "ts": 5_000, "objects": [
+        {"class": "person", "track_id": 1, "box": [0.35, 0.2, 0.45, 0.4]}]})  # fmt: skip
+    assert [e["type"] for e in out] == ["zone_entered"]
+    clock[0] += 1.5
+    rt.tick()
+    assert [e["type"] for e in out] == ["zone_entered", "loitering"]
+    clock[0] += 1.0  # 2.5 s since the last sighting
+    rt.tick()
+    assert [e["type"] for e in out][-1] == "zone_left" and out[-1]["reason"] == "lost"
+    assert out[-1]["ts"] == 5_000

@@ -33,8 +33,9 @@ def start_notifier(tmp_path, redis_url, prefix, mqtt_url, name="n1"):
         "redis": {"url": redis_url, "prefix": prefix},
         "notifier": {"mqtt": {"url": mqtt_url, "discovery_refresh_s": 0.5,
                               "reconnect_max_s": 2}, "consumer": name},
-        "rules": {"cameras": {CAM: {"lines": [{"id": "door", "name": "Shop door",
-                                               "points": [[0, 0.5], [1, 0.5]]}]}}},
+        "rules": {"cameras": {CAM: {
+            "lines": [{"id": "door", "name": "Shop door", "points": [[0, 0.5], [1, 0.5]]}],
+            "zones": [{"id": "mat", "name": "Mat", "points": [[0, 0], [1, 0], [1, 1]]}]}}},
     }  # fmt: skip
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -58,8 +59,10 @@ def test_discovery_events_counters_and_last_will(
         occ = f"homeassistant/binary_sensor/sentri/sentri_{s}_person_occupancy/config"
         line = f"homeassistant/sensor/sentri/sentri_{s}_line_door/config"
         image = f"homeassistant/image/sentri/sentri_{s}_snapshot/config"
-        wait_for(lambda: rec.get(occ) and rec.get(image) and rec.get(line), 10, what="discovery")
-        configs = {t: json.loads(rec.get(t)) for t in (occ, line, image)}
+        zone = f"homeassistant/binary_sensor/sentri/sentri_{s}_zone_mat_occupancy/config"
+        wait_for(lambda: rec.get(occ) and rec.get(image) and rec.get(line) and rec.get(zone), 10,
+                 what="discovery")  # fmt: skip
+        configs = {t: json.loads(rec.get(t)) for t in (occ, line, image, zone)}
         for topic, c in configs.items():
             assert c["unique_id"] and topic.endswith(f"/{c['unique_id']}/config")
             assert c["device"]["identifiers"] == [f"sentri_{s}"]
@@ -69,6 +72,10 @@ def test_discovery_events_counters_and_last_will(
         assert configs[occ]["device_class"] == "occupancy"
         assert configs[line]["state_topic"] == "sentri/lab/cam0/lines/door"
         assert configs[image]["image_topic"] == "sentri/lab/cam0/snapshot"
+        assert configs[zone]["state_topic"] == "sentri/lab/cam0/zones/mat/occupancy"
+        # The line counter is published (retained) at start, before any crossing.
+        wait_for(lambda: rec.json_on("/lines/door"), 10, what="initial line counter")
+        assert rec.json_on("/lines/door")[-1] == {"a_to_b": 0, "b_to_a": 0, "total": 0}
 
         # Events: an entered person with a snapshot, then the same event again.
         jpeg = b"\xff\xd8fake-jpeg\xff\xd9"
@@ -82,12 +89,20 @@ def test_discovery_events_counters_and_last_will(
         crossed = event("line_crossed", line="door", direction="a_to_b")
         RulesStore(r, keys).count_crossings([crossed], 1)  # what the detector side does
         publish_record(r, keys, "events", crossed, maxlen=1000)
-        wait_for(lambda: rec.json_on("/lines/door"), 10, what="line counter")
+        wait_for(lambda: rec.json_on("/lines/door")[-1]["total"] == 1, 10, what="line counter")
         assert rec.json_on("/lines/door")[-1] == {"a_to_b": 1, "b_to_a": 0, "total": 1}
+        publish_record(r, keys, "events", event("zone_entered", zone="mat"), maxlen=1000)
+        wait_for(lambda: rec.get("sentri/lab/cam0/zones/mat/occupancy") == b"ON", 10,
+                 what="zone occupancy")  # fmt: skip
         publish_record(r, keys, "events", event("object_left", reason="lost"), maxlen=1000)
         wait_for(lambda: rec.get("sentri/lab/cam0/person/occupancy") == b"OFF", 10, what="OFF")
         events = rec.json_on("sentri/lab/cam0/events")
-        assert [e["type"] for e in events] == ["object_entered", "line_crossed", "object_left"]
+        assert [e["type"] for e in events] == [
+            "object_entered",
+            "line_crossed",
+            "zone_entered",
+            "object_left",
+        ]
         assert events[0]["event_id"] == entered["event_id"]
 
         # kill -9: the broker publishes the last will.
