@@ -207,7 +207,6 @@ class MqttOutput:
         config = {
             **config,
             "unique_id": unique_id,
-            "object_id": unique_id,
             "availability": [{"topic": self.availability_topic}],
             "payload_available": "online",
             "payload_not_available": "offline",
