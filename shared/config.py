@@ -151,6 +151,25 @@ class WorkerConfig(Section):
     max_frame_age_s: float = Field(
         2.0, gt=0, le=3600, description="Frames older than this (capture time) are skipped."
     )
+    snapshot_ttl_s: int = Field(
+        7 * 24 * 3600,
+        ge=60,
+        le=90 * 24 * 3600,
+        description="How long event snapshots are kept (a service's own snapshot_ttl_s wins).",
+    )
+    max_pending_events: int = Field(
+        10_000,
+        ge=10,
+        le=1_000_000,
+        description="Events Redis refused that wait, in order, for a retry; beyond this the "
+        "oldest are dropped and counted.",
+    )
+    max_pending_event_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        le=4 * 1024 * 1024 * 1024,
+        description="Bytes (snapshots included) the event retry queue may hold.",
+    )
 
 
 def _parse_env_value(raw: str) -> Any:

@@ -42,6 +42,7 @@ from shared.config import RedisConfig, WorkerConfig
 from shared.keys import Keys
 from shared.logs import BurstLimiter
 from shared.protocol import FrameHeader, ProtocolError, decode_fanout, topic_for
+from shared.publishing import PUBLISH_FAILURES, EventPublisher, SnapshotSink
 from shared.redisutil import connect, publish_record
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,8 @@ class Processor:
     service: str = "worker"
     #: How many cameras' frames one ``process_batch`` call can take.
     max_batch: int = 1
+    #: Retention of this service's event snapshots (None: ``worker.snapshot_ttl_s``).
+    snapshot_ttl_s: int | None = None
 
     def setup(self, runtime: WorkerRuntime) -> None:
         """Called once before frames flow (load models here)."""
@@ -287,6 +290,17 @@ class WorkerRuntime:
         self._burst = BurstLimiter()
         self._threads: list[threading.Thread] = []
         self.batch_size = max(1, min(worker_config.max_batch, processor.max_batch))
+        #: The one place snapshots are stored (see :mod:`shared.publishing`).
+        self.snapshots = SnapshotSink(
+            self.redis, self.keys, processor.snapshot_ttl_s or worker_config.snapshot_ttl_s
+        )
+        self.events = EventPublisher(
+            self.service,
+            self.publish,
+            self.snapshots,
+            max_events=worker_config.max_pending_events,
+            max_bytes=worker_config.max_pending_event_bytes,
+        )
 
     # ------------------------------------------------------------------ public
     @property
@@ -301,6 +315,36 @@ class WorkerRuntime:
             else self.redis_config.stream_maxlen
         )
         return publish_record(self.redis, self.keys, stream, record, maxlen=maxlen, latest=latest)
+
+    def publish_result(self, stream: str, record: dict[str, Any]) -> str | None:
+        """Write a per-frame result record; when Redis refuses it, count and drop it
+        (the next frame supersedes it).  Returns the entry id, or None."""
+        try:
+            return self.publish(stream, record)
+        except redis.RedisError as exc:
+            PUBLISH_FAILURES.labels(self.service, stream).inc()
+            ok, suppressed = self._burst.should_log(f"publish:{stream}")
+            if ok:
+                log.warning(
+                    "could not publish result; dropped",
+                    extra={"service": self.service, "stream": stream, "error": str(exc),
+                           "camera_id": record.get("camera_id"), "suppressed": suppressed},
+                )  # fmt: skip
+            return None
+
+    def publish_event(
+        self,
+        record: dict[str, Any],
+        snapshot: bytes | None = None,
+        *,
+        result: tuple[str, dict[str, Any]] | None = None,
+        result_id_field: str | None = None,
+    ) -> bool:
+        """Publish an event (with its snapshot JPEG) in order, retrying what Redis
+        refuses from a bounded queue: :meth:`shared.publishing.EventPublisher.publish_event`."""
+        return self.events.publish_event(
+            record, snapshot, result=result, result_id_field=result_id_field
+        )
 
     def start(self) -> WorkerRuntime:
         """Set up the processor and start the threads (non-blocking)."""
@@ -338,7 +382,14 @@ class WorkerRuntime:
         try:
             self.processor.close()
         finally:
-            self.redis.close()
+            try:
+                if not self.events.flush():
+                    log.warning(
+                        "stopping with unpublished events",
+                        extra={"service": self.service, "pending": self.events.pending},
+                    )
+            finally:
+                self.redis.close()
 
     # --------------------------------------------------------------- internals
     def _cam_stats(self, cam: str) -> CameraStats:
@@ -416,6 +467,7 @@ class WorkerRuntime:
     def _membership_loop(self) -> None:
         interval = self.config.heartbeat_s
         while not self.stop_event.is_set():
+            self.events.flush()  # events Redis refused earlier, in order
             try:
                 self._membership_tick()
             except redis.RedisError as exc:

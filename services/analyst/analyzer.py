@@ -40,13 +40,14 @@ from services.analyst.prompt import AnalysisRequest, ImageError, build_prompt, b
 from services.analyst.providers import Provider, ProviderError, ProviderResult
 from services.analyst.providers.offline import offline_summary
 from services.analyst.scene import SceneContext, build_context, parse_record
-from shared.keys import STREAM_ANALYSIS, STREAM_DETECTIONS, STREAM_EVENTS, STREAM_FACES, Keys
+from shared.keys import STREAM_ANALYSIS, STREAM_DETECTIONS, STREAM_FACES, Keys
 from shared.logs import BurstLimiter
 from shared.redisutil import now_ms, parse_entry
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[..., str]
+#: ``WorkerRuntime.publish_event``: the runtime's ordered, retried event publishing.
+PublishEvent = Callable[..., bool]
 
 #: Newest ``faces`` stream entries scanned for the camera's recent faces.
 FACE_SCAN = 200
@@ -71,7 +72,7 @@ class Analyzer:
         *,
         r: redis.Redis,
         keys: Keys,
-        publish: Publish,
+        publish_event: PublishEvent,
         stop: threading.Event,
         count_invalid: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -80,7 +81,7 @@ class Analyzer:
         self.provider = provider
         self.r = r
         self.keys = keys
-        self.publish = publish
+        self.publish_event = publish_event
         self.stop = stop
         self.count_invalid = count_invalid
         self._burst = BurstLimiter()
@@ -291,26 +292,27 @@ class Analyzer:
         }
 
     def _publish(self, record: dict[str, Any]) -> None:
-        try:
-            analysis_id = self.publish(STREAM_ANALYSIS, record)
-            event = {
-                "type": "analysis",
-                "event_id": uuid.uuid4().hex,
-                "camera_id": record["camera_id"],
-                "ts": record["ts"],
-                "provider": record["provider"],
-                "summary": record["summary"],
-                "threat_level": record["threat_level"],
-                "trigger": record["trigger"],
-                "analysis_id": analysis_id,
-            }
-            self.publish(STREAM_EVENTS, event, latest=False)
-        except redis.RedisError as exc:
+        """The analysis record and its ``analysis`` event, through the runtime's event
+        publisher: what Redis refuses waits in its bounded queue (in order) instead of
+        throwing away an analysis that was paid for."""
+        event = {
+            "type": "analysis",
+            "event_id": uuid.uuid4().hex,
+            "camera_id": record["camera_id"],
+            "ts": record["ts"],
+            "provider": record["provider"],
+            "summary": record["summary"],
+            "threat_level": record["threat_level"],
+            "trigger": record["trigger"],
+            "analysis_id": None,  # the analysis record's stream entry id, set when written
+        }
+        written = self.publish_event(
+            event, result=(STREAM_ANALYSIS, record), result_id_field="analysis_id"
+        )
+        if not written:
             m.PUBLISH_ERRORS.inc()
-            self._log_once("publish", "cannot publish analysis", exc, camera_id=record["camera_id"])
-            return
         log.info(
-            "analysis published",
+            "analysis published" if written else "analysis queued until Redis accepts writes",
             extra={
                 "camera_id": record["camera_id"],
                 "trigger": record["trigger"],

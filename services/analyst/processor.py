@@ -117,7 +117,7 @@ class AnalystProcessor(Processor):
             self._provider,
             r=runtime.redis,
             keys=runtime.keys,
-            publish=runtime.publish,
+            publish_event=runtime.publish_event,
             stop=self._stop,
             count_invalid=runtime.count_invalid,
             clock=self._clock,

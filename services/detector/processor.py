@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
-from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +22,9 @@ from services.detector.detections import Detections
 from services.detector.models import resolve_model
 from services.detector.records import detection_record, event_record
 from services.detector.tracking import CameraTracker, TrackEvent
-from shared.keys import STREAM_DETECTIONS, STREAM_EVENTS
-from shared.logs import BurstLimiter
+from shared.keys import STREAM_DETECTIONS
 from shared.protocol import ProtocolError, jpeg_dimensions
+from shared.publishing import SnapshotSink
 from shared.rules import RulesRuntime
 from shared.worker import Frame, Processor, WorkerRuntime
 
@@ -82,10 +80,7 @@ class DetectorProcessor(Processor):
         self._own_backend = backend is None
         self.max_batch = config.max_batch or 64  # narrowed in setup() once the backend is known
         self.trackers: dict[str, CameraTracker] = {}
-        #: Events Redis refused (outage, maxmemory): retried before newer ones, bounded.
-        self._unpublished: deque[TrackEvent] = deque()
-        self.max_unpublished = 10_000
-        self._burst = BurstLimiter()
+        self.snapshot_ttl_s = config.snapshot_ttl_s
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -98,9 +93,7 @@ class DetectorProcessor(Processor):
     # ------------------------------------------------------------------ lifecycle
     def setup(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
-        self.rules = RulesRuntime(
-            runtime.redis, runtime.keys, lambda rec: runtime.publish(STREAM_EVENTS, rec)
-        )
+        self.rules = RulesRuntime(runtime.redis, runtime.keys, runtime.publish_event)
         if self.backend is None:
             self.backend = load_backend(self.config, self.state_dir)
         self.labels = self.backend.label_map
@@ -221,69 +214,40 @@ class DetectorProcessor(Processor):
             batch=batch,
         )
         self.rules.apply(record)  # tags objects with zones, publishes zone/line events
-        try:
-            self.runtime.publish(STREAM_DETECTIONS, record)
-        except redis.RedisError:
-            # Per-frame records are superseded by the next frame: count, do not retry.
+        if self.runtime.publish_result(STREAM_DETECTIONS, record) is None:
             metrics.PUBLISH_FAILURES.labels(STREAM_DETECTIONS).inc()
         for obj in record["objects"]:
             metrics.OBJECTS.labels(obj["class"]).inc()
-        # Events are not superseded: publish in order, keeping what Redis refuses.
-        self._unpublished.extend(events)
-        self._flush_events()
-
-    def _flush_events(self) -> None:
-        while self._unpublished:
-            if not self._publish_event(self._unpublished[0]):
-                metrics.PUBLISH_FAILURES.labels(STREAM_EVENTS).inc()
-                break
-            self._unpublished.popleft()
-        while len(self._unpublished) > self.max_unpublished:
-            self._unpublished.popleft()
-            metrics.EVENTS_DROPPED.inc()
+        self._emit(events)
 
     # ------------------------------------------------------------------ events
-    def _publish_event(self, ev: TrackEvent) -> bool:
-        """Publish one event (and its snapshot); False when Redis refused it."""
+    def _emit(self, events: list[TrackEvent]) -> None:
+        """Hand events to the runtime's ordered, retried publisher (with snapshots)."""
         runtime = self.runtime
         assert runtime is not None
-        st = ev.track
-        ttl = self.config.snapshot_ttl_s
-        try:
+        for ev in events:
+            st = ev.track
+            snapshot = None
             if ev.needs_snapshot and st.best_jpeg:
-                sid = uuid.uuid4().hex
-                runtime.redis.set(runtime.keys.snapshot(sid), st.best_jpeg, ex=ttl)
-                st.snapshot_id, st.snapshot_confidence = sid, st.best_confidence
-            elif st.snapshot_id:
-                runtime.redis.expire(runtime.keys.snapshot(st.snapshot_id), ttl)
-            runtime.publish(STREAM_EVENTS, event_record(ev, self.labels, st.snapshot_id))
-        except redis.RedisError as exc:
-            ok, suppressed = self._burst.should_log("publish_event")
-            if ok:
-                log.warning(
-                    "could not publish event; will retry",
-                    extra={"camera_id": ev.camera_id, "type": ev.type, "error": str(exc),
-                           "queued": len(self._unpublished), "suppressed": suppressed},
-                )  # fmt: skip
-            return False
-        metrics.EVENTS.labels(ev.type).inc()
-        log.info(
-            ev.type,
-            extra={
-                "camera_id": ev.camera_id,
-                "track_id": st.track_id,
-                "class": self.labels.name_of(st.class_id),
-                "event_id": ev.event_id,
-            },
-        )
-        return True
+                st.snapshot_id, st.snapshot_confidence = SnapshotSink.new_id(), st.best_confidence
+                snapshot = st.best_jpeg
+            runtime.publish_event(event_record(ev, self.labels, st.snapshot_id), snapshot=snapshot)
+            metrics.EVENTS.labels(ev.type).inc()
+            log.info(
+                ev.type,
+                extra={
+                    "camera_id": ev.camera_id,
+                    "track_id": st.track_id,
+                    "class": self.labels.name_of(st.class_id),
+                    "event_id": ev.event_id,
+                },
+            )
 
     def _drop_camera(self, cam: str, reason: str) -> None:
         tracker = self.trackers.pop(cam, None)
         if tracker is None:
             return
-        self._unpublished.extend(tracker.close(reason))
-        self._flush_events()
+        self._emit(tracker.close(reason))
         if self.rules is not None:
             self.rules.close_camera(cam, reason)
         log.info("camera state reset", extra={"camera_id": cam, "reason": reason})
@@ -304,8 +268,7 @@ class DetectorProcessor(Processor):
             try:
                 with self._lock:
                     for tracker in list(self.trackers.values()):
-                        self._unpublished.extend(tracker.expire())
-                    self._flush_events()
+                        self._emit(tracker.expire())
                     self.rules.tick()  # zones of cameras that stopped sending
             except Exception:
                 log.exception("track sweep failed")

@@ -34,7 +34,7 @@ from services.faces import metrics
 from services.faces.config import FacesConfig
 from services.faces.engine import FaceEngine, get_engine
 from services.faces.gallery import Gallery
-from shared.keys import STREAM_DETECTIONS, STREAM_EVENTS, STREAM_FACES, Keys
+from shared.keys import STREAM_DETECTIONS, STREAM_FACES, Keys
 from shared.logs import BurstLimiter
 from shared.worker import Frame, Processor
 
@@ -79,6 +79,7 @@ class FacesProcessor(Processor):
 
     def __init__(self, config: FacesConfig, engine: FaceEngine | None = None) -> None:
         self.config = config
+        self.snapshot_ttl_s = config.snapshot_ttl_s
         self.engine = engine
         self.runtime: WorkerRuntime | None = None
         self.gallery: Gallery | None = None
@@ -182,16 +183,20 @@ class FacesProcessor(Processor):
                 "sharpness": face.sharpness,
                 "score": face.score,
             }
-            self.runtime.publish(STREAM_FACES, record)
+            self.runtime.publish_result(STREAM_FACES, record)
             if name is None:
                 st.faces_unknown += 1
                 metrics.FACES_UNKNOWN.labels(cam).inc()
                 continue
             st.faces_recognised += 1
             metrics.FACES_RECOGNISED.labels(cam).inc()
-            if self._appeared(cam, name, frame.capture_time):
+            seen_s = frame.capture_time
+            if self._appeared(cam, name, seen_s):
                 self._publish_event(frame, name, distance, box)
                 st.events += 1
+            # Only now (the event is written or queued by the runtime): a publish that
+            # raised leaves the debounce untouched, so the next sighting announces again.
+            self._mark_seen(cam, name, seen_s)
 
     def person_recent(self, camera_id: str, frame_ts_ms: int) -> bool:
         """True when the detector's latest record for the camera shows a gate class
@@ -228,20 +233,19 @@ class FacesProcessor(Processor):
         classes = self.config.gate_classes
         return any(isinstance(o, dict) and o.get("class") in classes for o in objects)
 
-    def _appeared(self, camera_id: str, name: str, capture_s: float) -> bool:
+    def _appeared(self, camera_id: str, name: str, seen_s: float) -> bool:
         """Debounce: True when ``name`` was not seen on the camera for ``debounce_s``."""
+        last = self._last_seen.get((camera_id, name))
+        return last is None or seen_s - last > self.config.debounce_s
+
+    def _mark_seen(self, camera_id: str, name: str, seen_s: float) -> None:
         key = (camera_id, name)
         last = self._last_seen.get(key)
-        self._last_seen[key] = capture_s if last is None else max(last, capture_s)
-        return last is None or capture_s - last > self.config.debounce_s
+        self._last_seen[key] = seen_s if last is None else max(last, seen_s)
 
     def _publish_event(self, frame: Frame, name: str, distance: float, box: list[float]) -> None:
         assert self.runtime is not None
         event_id = uuid.uuid4().hex
-        snapshot_id = f"face-{event_id}"
-        self.runtime.redis.set(
-            self.runtime.keys.snapshot(snapshot_id), frame.jpeg, ex=self.config.snapshot_ttl_s
-        )
         event = {
             "type": "face_recognized",
             "event_id": event_id,
@@ -250,9 +254,9 @@ class FacesProcessor(Processor):
             "name": name,
             "distance": round(distance, 4),
             "box": box,
-            "snapshot_id": snapshot_id,
+            "snapshot_id": f"face-{event_id}",
         }
-        self.runtime.publish(STREAM_EVENTS, event)
+        self.runtime.publish_event(event, snapshot=frame.jpeg)
         metrics.EVENTS.labels(frame.camera_id).inc()
         log.info(
             "face recognised",

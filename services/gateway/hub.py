@@ -36,7 +36,7 @@ from services.gateway import metrics
 from services.gateway.live import LiveFrame, LiveFrames
 from shared.keys import Keys
 from shared.metrics import INVALID_INPUT
-from shared.redisutil import parse_entry
+from shared.streams import AsyncStreamFollower, StreamEntry
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,23 @@ STREAM_MESSAGE_TYPES = {
     "analysis": "analysis_update",
     "events": "event",
 }
+
+
+#: Per-frame result streams: sent only to connections subscribed to the camera, and
+#: only the latest per camera is kept for a slow browser.
+PER_CAMERA_STREAMS = frozenset({"detections", "faces"})
+
+
+def stream_message_text(kind: str, entry: StreamEntry) -> str:
+    """``{"type": kind, "data": <record + "id">}`` built around the record's JSON as
+    the worker wrote it (``fields["data"]``, a JSON object), without parsing it."""
+    data = entry.fields.get("data", "")
+    if len(data) < 2 or data[0] != "{" or data[-1] != "}":
+        record = entry.record()  # not an object: parse_entry's fallback record
+        return json.dumps({"type": kind, "data": record}, separators=(",", ":"))
+    inner = data[1:-1]
+    sep = "," if inner.strip() else ""
+    return f'{{"type":"{kind}","data":{{{inner}{sep}"id":{json.dumps(entry.id)}}}}}'
 
 
 def encode_frame_message(frame: LiveFrame) -> bytes:
@@ -231,41 +248,41 @@ class Hub:
                 log.warning("hub task did not stop", extra={"task": t.get_name()})
 
     async def _read_streams(self) -> None:
-        """One XREAD BLOCK loop for all result streams, fanned out to every connection."""
-        ids = {self.keys.stream(s): "$" for s in STREAM_MESSAGE_TYPES}
-        names = {self.keys.stream(s): s for s in STREAM_MESSAGE_TYPES}
-        backoff = 0.5
-        while not self._stopping:
-            try:
-                if any(v == "$" for v in ids.values()):
-                    # Resolve "$" to concrete ids so nothing is missed between reads.
-                    for key in ids:
-                        if ids[key] == "$":
-                            info = await self.r.xrevrange(key, count=1)
-                            ids[key] = info[0][0] if info else "0-0"
-                resp = await self.r.xread(ids, block=1000, count=200)
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except (redis.RedisError, OSError) as exc:
-                if self._stopping:  # redis-py may turn a cancellation into an error
-                    return
-                metrics.STREAM_READ_ERRORS.inc()
-                log.warning("result stream read failed", extra={"error": str(exc)})
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            for key, entries in resp or []:
-                stream = names[key]
-                kind = STREAM_MESSAGE_TYPES[stream]
-                for entry_id, fields in entries:
-                    ids[key] = entry_id
-                    if not self.connections:
-                        continue
-                    record = parse_entry(entry_id, fields)
-                    if stream == "events" and record.get("snapshot_id"):
-                        record["snapshot_url"] = f"/api/snapshots/{record['snapshot_id']}"
-                    self.broadcast(kind, record, record.get("camera_id"))
+        """One stream follower for all result streams, fanned out to the connections."""
+        follower = AsyncStreamFollower(
+            self.r,
+            {s: self.keys.stream(s) for s in STREAM_MESSAGE_TYPES},
+            block_ms=1000,
+            count=200,
+            what="result streams",
+            on_error=lambda _exc: metrics.STREAM_READ_ERRORS.inc(),
+        )
+        await follower.run(self._on_entry, stopping=lambda: self._stopping)
+
+    def _on_entry(self, entry: StreamEntry) -> None:
+        if not self.connections:
+            return
+        kind = STREAM_MESSAGE_TYPES[entry.name]
+        camera_id = entry.fields.get("camera_id") or None
+        if entry.name in PER_CAMERA_STREAMS:
+            # High-volume, per-frame records: only to browsers showing that camera, and
+            # forwarded as the JSON the worker wrote (no decode / re-encode).
+            targets = [c for c in self.connections if camera_id in c.cameras]
+            if not targets:
+                return
+            text = stream_message_text(kind, entry)
+            for conn in targets:
+                conn.buffer.put_latest(kind, camera_id or "", text)
+            return
+        if entry.name == "events":
+            record = entry.record()
+            if record.get("snapshot_id"):
+                record["snapshot_url"] = f"/api/snapshots/{record['snapshot_id']}"
+            self.broadcast(kind, record, camera_id)
+            return
+        text = stream_message_text(kind, entry)
+        for conn in self.connections:
+            conn.buffer.put(kind, text)
 
     def _on_notify(self, data: dict[str, Any]) -> None:
         """Agent key notices go out as their own message types (only their fingerprint and

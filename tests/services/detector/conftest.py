@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,6 +80,31 @@ def onnx_backend(state_dir: Path) -> Iterator[Backend]:
     backend = load_backend(detector_config(), state_dir)
     yield backend
     backend.close()
+
+
+class PacedBackend:
+    """The real backend, but every call takes at least ``min_call_s`` (slow on purpose).
+
+    Overload tests need a capacity that does not depend on how fast the machine is
+    today: with this wrapper one call handles at most ``max_batch`` frames per
+    ``min_call_s``, whatever the CPU.
+    """
+
+    def __init__(self, backend: Backend, min_call_s: float) -> None:
+        self._backend, self.min_call_s = backend, min_call_s
+        self.calls = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._backend, name)
+
+    def infer(self, images, conf):
+        t0 = time.monotonic()
+        out = self._backend.infer(images, conf)
+        self.calls += 1
+        rest = self.min_call_s - (time.monotonic() - t0)
+        if rest > 0:
+            time.sleep(rest)
+        return out
 
 
 @pytest.fixture

@@ -68,7 +68,7 @@ def test_websocket_refuses_anonymous_bad_token_and_cross_origin(make_server):
 def test_websocket_pushes_results_changes_and_frames(make_server, r, keys, publisher):
     srv = make_server()
     token = _token(srv)
-    add_client(r, keys, "lab", ("front",))
+    add_client(r, keys, "lab", ("front", "back"))
     with _ws(srv, token) as ws:
         _recv_json(ws, "hello")
         # Registry change notification (ingest publishes these on keys.notify).
@@ -84,11 +84,19 @@ def test_websocket_pushes_results_changes_and_frames(make_server, r, keys, publi
         change = wait_for(changed, 10, 0, "client change")
         assert change["client_id"] == "lab" and change["type"] == "client_status"
 
+        # Per-frame results go only to browsers that subscribed to the camera.
+        ws.send(json.dumps({"type": "subscribe", "cameras": ["lab/front"]}))
+        assert _recv_json(ws, "subscribed")["cameras"] == ["lab/front"]
+        other = {"type": "detection", "camera_id": "lab/back", "seq": 9, "ts": 1, "objects": []}
+        publish_record(r, keys, "detections", other, maxlen=100)
+        publish_record(r, keys, "faces", {"type": "face", "camera_id": "lab/back"}, maxlen=100)
         det = {"type": "detection", "camera_id": "lab/front", "seq": 3, "ts": 1,
                "objects": [{"class": "person", "confidence": 0.8, "box": [0, 0, 1, 1], "track_id": 2}]}  # fmt: skip
-        publish_record(r, keys, "detections", det, maxlen=100)
+        det_id = publish_record(r, keys, "detections", det, maxlen=100)
         got = _recv_json(ws, "distributed_detection_update")
-        assert got["objects"][0]["track_id"] == 2 and got["id"]
+        assert got["camera_id"] == "lab/front", "a camera the browser did not subscribe to"
+        assert got["objects"][0]["track_id"] == 2 and got["id"] == det_id
+        assert got == {**det, "id": det_id}
         publish_record(
             r, keys, "events",
             {"type": "object_entered", "camera_id": "lab/front", "event_id": "e1", "snapshot_id": "s1"},
@@ -107,7 +115,7 @@ def test_websocket_pushes_results_changes_and_frames(make_server, r, keys, publi
         publish_record(
             r, keys, "faces", {"type": "faces", "camera_id": "lab/front", "faces": []}, maxlen=100
         )
-        assert _recv_json(ws, "face_update")["camera_id"] == "lab/front"
+        assert _recv_json(ws, "face_update")["camera_id"] == "lab/front", "lab/back not sent"
 
         # Bad client messages get an error and the socket stays usable.
         ws.send("not json")
