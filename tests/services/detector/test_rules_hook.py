@@ -11,6 +11,7 @@ from collections import Counter
 
 import cv2
 import numpy as np
+import pytest
 
 from shared.keys import STREAM_DETECTIONS, STREAM_EVENTS
 from shared.rules import CameraRules, LineRule, RulesStore, ZoneRule
@@ -18,6 +19,8 @@ from tests.helpers import encode_jpeg, wait_for
 from tests.services.detector.conftest import read_stream, register_cameras, running_detector
 
 W, H = 960, 640
+
+pytestmark = pytest.mark.slow  # ~30 model calls; the logic is covered fast in tests/shared
 
 
 def canvas(bus_small: np.ndarray, shift: int) -> np.ndarray:
@@ -57,7 +60,7 @@ def test_people_crossing_a_line_and_entering_a_zone(
         ))  # fmt: skip
         # Applied without a restart: tracked objects get a "zones" list once reloaded.
         wait_for(lambda: any("zones" in o for o in send(0)), 30, what="rules reloaded")
-        for shift in range(0, 421, 12):
+        for shift in range(0, 421, 16):
             last = send(shift)
         events = [e for e in read_stream(r, keys, STREAM_EVENTS) if e["camera_id"] == cam]
     crossed = [e for e in events if e["type"] == "line_crossed"]
