@@ -49,6 +49,16 @@ if new then return 1 else return 0 end
 OCCUPANCY_EVENTS = ("object_entered", "object_left")
 
 
+def _well_formed(ev: dict[str, Any]) -> bool:
+    """The fields the notifier routes on have the documented types."""
+    return (
+        "error" not in ev
+        and isinstance(ev.get("type"), str)
+        and isinstance(ev.get("camera_id"), str)
+        and all(isinstance(ev.get(k), str | None) for k in ("event_id", "class", "zone", "line"))
+    )
+
+
 @dataclass
 class _WebhookWorker:
     sender: WebhookSender
@@ -132,7 +142,7 @@ class Notifier:
                     entries += self.consumer.claim_stale(int(self.cfg.claim_idle_s * 1000))
                     next_claim = now + self.cfg.claim_idle_s / 2
                 for entry in entries:
-                    self.handle(entry)
+                    self._handle_safely(entry)
             except redis.RedisError as exc:
                 ok, suppressed = self._burst.should_log("redis")
                 if ok:
@@ -141,9 +151,34 @@ class Notifier:
                 self.stop_event.wait(1.0)
 
     # ------------------------------------------------------------------ events
+    def _handle_safely(self, entry: dict[str, Any]) -> None:
+        """A malformed event must not stop the notifier: count, log once per burst, ack."""
+        entry_id = entry.get("id")
+        try:
+            self.handle(dict(entry))
+        except redis.RedisError:
+            raise  # not the event's fault: retried by the loop
+        except Exception as exc:
+            metrics.EVENTS.labels("invalid").inc()
+            ok, suppressed = self._burst.should_log("bad_event")
+            if ok:
+                log.warning("event could not be handled; skipped",
+                            extra={"entry": entry_id, "error": repr(exc),
+                                   "suppressed": suppressed})  # fmt: skip
+            if entry_id:
+                self.consumer.ack(str(entry_id))
+
     def handle(self, entry: dict[str, Any]) -> bool:
         """Handle one stream entry; False for a duplicate (already handled)."""
         entry_id = entry.pop("id")
+        if not _well_formed(entry):
+            self.consumer.ack(entry_id)
+            metrics.EVENTS.labels("invalid").inc()
+            ok, suppressed = self._burst.should_log("bad_event")
+            if ok:
+                log.warning("malformed event skipped",
+                            extra={"entry": entry_id, "suppressed": suppressed})  # fmt: skip
+            return False
         if not self.enabled:  # idle: nothing to send, keep the group current
             self.consumer.ack(entry_id)
             metrics.EVENTS.labels("idle").inc()
@@ -154,10 +189,10 @@ class Notifier:
             self.consumer.ack(entry_id)
             metrics.EVENTS.labels("duplicate").inc()
             return False
-        if self.mqtt is not None and entry.get("camera_id"):
+        if self.mqtt is not None and isinstance(entry.get("camera_id"), str) and entry["camera_id"]:
             try:
                 self._to_mqtt(entry)
-            except (redis.RedisError, ValueError, TypeError) as exc:
+            except (redis.RedisError, ValueError, TypeError, KeyError, AttributeError) as exc:
                 log.warning("mqtt output failed for an event",
                             extra={"event_id": event_id, "camera_id": entry.get("camera_id"),
                                    "error": str(exc)})  # fmt: skip

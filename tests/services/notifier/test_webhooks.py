@@ -249,3 +249,22 @@ def test_webhook_added_in_redis_applies_without_restart_and_dead_letter_retry(
         wait_for(lambda: n.senders == [], 10, what="webhook removed")
     finally:
         rec.close()
+
+
+def test_garbage_in_the_stream_is_acked_and_the_notifier_keeps_going(
+    r, keys, run_notifier, port_factory
+):
+    port = port_factory()
+    rec = Receiver(port)
+    try:
+        n = run_notifier([hook(port)])
+        stream = keys.stream("events")
+        r.xadd(stream, {"type": "x", "data": "{not json"})
+        r.xadd(stream, {"data": '{"type": "zone_entered", "camera_id": 7, "event_id": ["a"]}'})
+        r.xadd(stream, {"data": "[1, 2, 3]"})
+        good = event()
+        publish_record(r, keys, "events", good, maxlen=1000)
+        wait_for(lambda: rec.ids.get(good["event_id"]) == 1, 10, what="good event delivered")
+        wait_for(lambda: n.consumer.pending_count() == 0, 10, what="everything acked")
+    finally:
+        rec.close()
