@@ -123,41 +123,55 @@ def test_discovery_events_counters_and_last_will(
             proc.wait(10)
 
 
-def test_refused_login_never_blocks_and_is_logged_once(
-    tmp_path, port_factory, redis_url, prefix, keys, r, caplog
+@pytest.mark.parametrize("case", ["refused_login", "broker_down"])
+def test_broker_trouble_never_blocks_and_is_logged_once(
+    tmp_path, port_factory, redis_url, prefix, keys, r, caplog, recorder_factory, case
 ):
-    """Wrong password: events are still consumed (and acked) at once; one warning per
-    outage, while paho retries with backoff; a good broker later gets the events."""
+    """Wrong password, or no broker at all: events are still consumed and acked at
+    once (webhooks would go on); one warning per outage while paho retries with
+    backoff; once the broker is there, the retained state published meanwhile arrives."""
+    from services.notifier import metrics
     from tests.services.notifier.conftest import Broker
 
-    broker = Broker(tmp_path, port_factory(), "sentri", "right-password").start()
+    port = port_factory()
+    broker = Broker(tmp_path, port, "sentri", "right-password")
+    if case == "refused_login":
+        broker.start()
     try:
-        bad = broker.url.replace("right-password", "wrong")
+        url = broker.url
+        if case == "refused_login":
+            url = url.replace("right-password", "wrong")
         cfg = NotifierConfig.model_validate(
-            {"mqtt": {"url": bad, "reconnect_min_s": 0.1, "reconnect_max_s": 1}}
+            {"mqtt": {"url": url, "reconnect_min_s": 0.1, "reconnect_max_s": 1}}
         )
-        from services.notifier import metrics
-
         failures0 = metrics.MQTT_CONNECT_FAILURES._value.get()
-        n = Notifier(cfg, r, connect(redis_url, decode=False), keys).start()
         caplog.set_level(logging.INFO, logger="services.notifier")
+        n = Notifier(cfg, r, connect(redis_url, decode=False), keys).start()
         try:
             for _ in range(20):
                 publish_record(r, keys, "events", event("object_entered"), maxlen=1000)
             handled = []
             while len(handled) < 20:
                 entries = n.consumer.read(count=100, block_ms=2000)
-                assert entries, "events must be consumed while the broker refuses us"
+                assert entries, "events must be consumed while the broker is unusable"
                 handled += [n.handle(e) for e in entries]
             assert all(handled) and n.consumer.pending_count() == 0
             wait_for(lambda: metrics.MQTT_CONNECT_FAILURES._value.get() - failures0 >= 3, 15,
-                     what="several refused logins (retries)")  # fmt: skip
-            warnings = [rec for rec in caplog.records if "broker unavailable" in rec.getMessage()]
+                     what="several failed attempts (retries)")  # fmt: skip
+            warnings = [x for x in caplog.records if "broker unavailable" in x.getMessage()]
             assert len(warnings) == 1
+            if case == "broker_down":
+                broker.start()
+                wait_for(n.mqtt.connected.is_set, 15, what="connected once the broker is up")
+                rec = recorder_factory(broker)
+                wait_for(lambda: rec.get("sentri/lab/cam0/person/occupancy") == b"ON", 10,
+                         what="retained state published during the outage")  # fmt: skip
+                assert any("mqtt connected" in x.getMessage() for x in caplog.records)
         finally:
             n.stop()
     finally:
-        broker.stop()
+        if broker.proc is not None:
+            broker.stop()
 
 
 @pytest.mark.parametrize("url", ["http://broker:1883", "mqtt://", "ws://host:9001"])
