@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.rules import (
@@ -247,3 +249,31 @@ def test_runtime_tick_leaves_zones_of_a_camera_that_stopped(r, keys):
     rt.tick()
     assert [e["type"] for e in out][-1] == "zone_left" and out[-1]["reason"] == "lost"
     assert out[-1]["ts"] == 5_000
+
+
+_pts = st.lists(st.tuples(st.floats(0.05, 0.95), st.floats(0.05, 0.95)), min_size=1, max_size=60)
+
+
+@settings(max_examples=200)
+@given(path=_pts)
+def test_crossings_of_one_track_alternate_and_match_the_confirmed_sides(path):
+    """Whatever the path: directions alternate (A>B, B>A, ...), and the first and last
+    crossing agree with where the track was first and last confirmed."""
+    line = LineRule(id="l", points=[(0.0, 0.5), (1.0, 0.5)], margin=0.02)
+    eng = RuleEngine("c/0", CameraRules(lines=[line]))
+    ev, _ = run(eng, path)
+    dirs = crossings(ev)
+    assert all(a != b for a, b in zip(dirs, dirs[1:], strict=False))
+    sides = ["A" if y < 0.48 else "B" for _, y in path if abs(y - 0.5) > 0.02]
+    if dirs:
+        assert dirs[0].startswith(sides[0].lower()) and dirs[-1].endswith(sides[-1].lower())
+    else:
+        assert len(set(sides)) <= 1
+
+
+@settings(max_examples=100)
+@given(ys=st.lists(st.floats(0.485, 0.515), min_size=2, max_size=80))
+def test_wobbling_inside_the_margin_never_counts(ys):
+    eng = RuleEngine("c/0", CameraRules(lines=[DOOR]))
+    ev, _ = run(eng, [(0.2, 0.3)] + [(0.5, y) for y in ys])
+    assert crossings(ev) == []
