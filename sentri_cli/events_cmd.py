@@ -9,7 +9,8 @@ import sys
 
 import redis
 
-from shared.config import ConfigError, RedisConfig, load_section
+from sentri_cli.runtime import RuntimeUnavailable, resolve_redis
+from shared.config import ConfigError, GeneralConfig, RedisConfig, load_section
 from shared.events import EventConsumer
 from shared.keys import Keys
 from shared.redisutil import connect
@@ -23,7 +24,14 @@ def main(argv: list[str] | None = None) -> int:
         "event after printing it (at-least-once: a restarted consumer gets what it missed).",
     )
     p.add_argument("--config", metavar="FILE")
-    p.add_argument("--redis-url")
+    p.add_argument(
+        "--redis-url",
+        help="default: REDIS_URL, else the Redis of the `sentri up` "
+        "running on the state dir (its runtime.json)",
+    )
+    p.add_argument(
+        "--state-dir", help="state dir of the local `sentri up` (default: general.state_dir)"
+    )
     p.add_argument("--group", help="consumer group name (e.g. your integration's name)")
     p.add_argument("--consumer", default=socket.gethostname(), help="consumer name in the group")
     p.add_argument("--from-now", action="store_true", help="a new group starts at new events only")
@@ -37,10 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sentri events: {exc}", file=sys.stderr)
         return 2
-    if not rc.url:
-        print("sentri events: no Redis configured (set REDIS_URL or --redis-url)", file=sys.stderr)
+    try:
+        general = load_section(GeneralConfig, "general", config_file=args.config,
+                               overrides={"state_dir": args.state_dir})  # fmt: skip
+        url, prefix, _source = resolve_redis(rc.url, rc.prefix, general.state_dir)
+    except (ConfigError, RuntimeUnavailable) as exc:
+        print(f"sentri events: {exc}", file=sys.stderr)
         return 2
-    r, keys = connect(rc.url), Keys(rc.prefix)
+    r, keys = connect(url), Keys(prefix)
     group = args.group or f"sentri-events-{args.consumer}"
     try:
         consumer = EventConsumer(r, keys, group, args.consumer, start="$" if args.from_now else "0")

@@ -12,16 +12,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-SERVICES = {
-    "ingest": "services.ingest",
-    "detector": "services.detector",
-    "faces": "services.faces",
-    "analyst": "services.analyst",
-    "gateway": "services.gateway",
-    "notifier": "services.notifier",
-}
+from sentri_cli.services import SERVICES as SERVICE_TABLE
 
-HELP = """\
+#: ``sentri <name>`` -> the module whose ``__main__.main(argv)`` runs it (from the table).
+SERVICES = {s.name: s.module for s in SERVICE_TABLE}
+
+_SERVICE_LINES = "\n".join(f"  {s.name:<11} {s.summary}" for s in SERVICE_TABLE)
+
+HELP = f"""\
 usage: sentri <command> [options]
 
 Sentri: distributed multi-camera surveillance and video analytics.
@@ -30,12 +28,7 @@ commands:
   up          run everything on this machine: Redis (embedded unless REDIS_URL),
               ingest, every installed worker, the gateway; --demo adds an edge agent
               with demo cameras. Dashboard: http://127.0.0.1:5002
-  ingest      frame intake from edge agents, agent control, fan-out to workers
-  detector    YOLO object detection + tracking worker
-  faces       face recognition worker; `sentri faces add NAME photo.jpg` enrols
-  analyst     Gemini scene analysis worker (offline summaries without a key)
-  gateway     REST API, websockets and the web dashboard
-  notifier    events to MQTT (Home Assistant discovery) and signed webhooks
+{_SERVICE_LINES}
   models      `sentri models export --format onnx`: export the detector model
   status      print the clients and cameras registered in Redis
   events      print events as JSON lines (consumer group, at-least-once)
@@ -43,7 +36,8 @@ commands:
 
 Run `sentri <command> --help` for a command's options. The edge agent is `sentri-edge`.
 Configuration: --config FILE (YAML, one section per service) or SENTRI_<SECTION>__<FIELD>
-environment variables; REDIS_URL selects an external Redis.
+environment variables; REDIS_URL selects an external Redis. On a `sentri up` machine,
+`sentri status` and `sentri events` find its Redis through <state_dir>/runtime.json.
 """
 
 

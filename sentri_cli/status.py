@@ -5,10 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import redis
 
-from shared.config import ConfigError, IngestConfig, RedisConfig, load_section
+from sentri_cli.runtime import (
+    RUNTIME_FILE,
+    RuntimeUnavailable,
+    read_runtime,
+    resolve_redis,
+    up_summary,
+)
+from shared.config import ConfigError, GeneralConfig, IngestConfig, RedisConfig, load_section
 from shared.keys import Keys
 from shared.redisutil import connect
 from shared.registry import list_clients
@@ -17,7 +25,14 @@ from shared.registry import list_clients
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="sentri status", description=__doc__)
     p.add_argument("--config", metavar="FILE")
-    p.add_argument("--redis-url")
+    p.add_argument(
+        "--redis-url",
+        help="default: REDIS_URL, else the Redis of the `sentri up` "
+        "running on the state dir (its runtime.json)",
+    )
+    p.add_argument(
+        "--state-dir", help="state dir of the local `sentri up` (default: general.state_dir)"
+    )
     args = p.parse_args(argv)
     try:
         rc = load_section(
@@ -27,15 +42,21 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"sentri status: {exc}", file=sys.stderr)
         return 2
-    if not rc.url:
-        print("sentri status: no Redis configured (set REDIS_URL or --redis-url)", file=sys.stderr)
+    try:
+        general = load_section(GeneralConfig, "general", config_file=args.config,
+                               overrides={"state_dir": args.state_dir})  # fmt: skip
+        url, prefix, _source = resolve_redis(rc.url, rc.prefix, general.state_dir)
+    except (ConfigError, RuntimeUnavailable) as exc:
+        print(f"sentri status: {exc}", file=sys.stderr)
         return 2
     try:
-        clients = list_clients(connect(rc.url), Keys(rc.prefix), stale_after=ic.stale_after_s,
+        clients = list_clients(connect(url), Keys(prefix), stale_after=ic.stale_after_s,
                                offline_after=ic.offline_after_s)  # fmt: skip
     except redis.RedisError as exc:
         print(f"sentri status: cannot reach Redis: {exc}", file=sys.stderr)
         return 1
+    if _source == RUNTIME_FILE:
+        print(up_summary(read_runtime(Path(general.state_dir).expanduser())))
     if not clients:
         print("No clients registered. Start an agent: sentri-edge --server HOST --source demo:bus")
         return 0

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -31,6 +38,16 @@ ENV_PREFIX = "SENTRI_"
 
 class ConfigError(Exception):
     """Invalid configuration; the message names the offending field(s)."""
+
+
+#: Every top-level section a config file may hold.  A section not listed here is
+#: refused by name (a typo such as ``detecter:`` must not be silently ignored).  A
+#: component adding a section adds its name here (one line).
+KNOWN_SECTIONS: set[str] = {
+    "general", "redis", "ingest", "worker", "detector", "faces", "analyst", "gateway",
+    "edge", "storage", "media", "events_store", "archiver", "recorder", "rules", "notifier",
+    "mqtt", "webhooks", "supervisor", "up",
+}  # fmt: skip
 
 
 class Section(BaseModel):
@@ -70,6 +87,19 @@ class RedisConfig(Section):
     )
     events_maxlen: int = Field(
         100_000, ge=100, le=10_000_000, description="Approximate MAXLEN of the events stream."
+    )
+    maxmemory: str = Field(
+        "1gb",
+        pattern=r"^[0-9]+(b|kb|mb|gb)?$",
+        max_length=16,
+        description="maxmemory of the embedded redis-server of `sentri up` (e.g. 512mb, 2gb; "
+        "0 = unbounded, not recommended). External Redis: set it on the server.",
+    )
+    maxmemory_policy: str = Field(
+        "noeviction",
+        pattern=r"^(noeviction|volatile-(lru|lfu|ttl|random))$",
+        description="Eviction policy of the embedded redis-server: noeviction (default: "
+        "writes fail loudly when full) or a volatile-* policy; allkeys-* would evict streams.",
     )
 
 
@@ -149,7 +179,18 @@ class WorkerConfig(Section):
     )
     rcv_hwm: int = Field(16, ge=1, le=10_000, description="Receive high-water mark (messages).")
     max_frame_age_s: float = Field(
-        2.0, gt=0, le=3600, description="Frames older than this (capture time) are skipped."
+        2.0,
+        gt=0,
+        le=3600,
+        description="Frames that waited longer than this since they reached the cluster "
+        "(ingest's receive time, else this worker's) are skipped.",
+    )
+    max_pixels: int = Field(
+        7680 * 4320,
+        ge=64 * 64,
+        le=8192 * 8192,
+        description="Largest decoded frame (width x height, read from the JPEG before "
+        "decoding); bigger frames are counted invalid (frame_too_large), never decoded.",
     )
     snapshot_ttl_s: int = Field(
         7 * 24 * 3600,
@@ -170,6 +211,19 @@ class WorkerConfig(Section):
         le=4 * 1024 * 1024 * 1024,
         description="Bytes (snapshots included) the event retry queue may hold.",
     )
+
+    @model_validator(mode="after")
+    def _heartbeat_below_ttl(self) -> WorkerConfig:
+        return _check_worker_timing(self)
+
+
+def _check_worker_timing(cfg: WorkerConfig) -> WorkerConfig:
+    if cfg.heartbeat_s >= cfg.member_ttl_s:
+        raise ValueError(
+            f"heartbeat_s ({cfg.heartbeat_s}) must be below member_ttl_s ({cfg.member_ttl_s}): "
+            "a replica would look dead between its own heartbeats"
+        )
+    return cfg
 
 
 def _parse_env_value(raw: str) -> Any:
@@ -213,11 +267,29 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: (path, mtime_ns, size) -> parsed file: a process reads and checks its file once.
+_YAML_CACHE: dict[tuple[str, int, int], dict[str, Any]] = {}
+#: The config file this process was started with (the last one loaded explicitly), so
+#: a part built later (e.g. the gateway's face gallery reading ``faces:``) can read
+#: the same file: ``load_section(M, "x", config_file=process_config_file())``.
+_process_config_file: str | None = None
+
+
+def process_config_file() -> str | None:
+    """The config file this process loaded explicitly (``--config``), if any."""
+    return _process_config_file
+
+
 def read_yaml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The parsed config file (cached per process), its sections checked by name."""
     if not path:
         return {}
     p = Path(path)
     try:
+        st = p.stat()
+        key = (str(p.resolve()), st.st_mtime_ns, st.st_size)
+        if key in _YAML_CACHE:
+            return _YAML_CACHE[key]
         data = yaml.safe_load(p.read_text()) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {p}") from None
@@ -225,6 +297,13 @@ def read_yaml(path: str | os.PathLike[str] | None) -> dict[str, Any]:
         raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p}: top level must be a mapping of sections")
+    unknown = sorted(str(k) for k in data if k not in KNOWN_SECTIONS)
+    if unknown:
+        raise ConfigError(
+            f"config file {p}: unknown section(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(KNOWN_SECTIONS))})"
+        )
+    _YAML_CACHE[key] = data
     return data
 
 
@@ -247,6 +326,9 @@ def load_section(
     overrides: dict[str, Any] | None = None,
 ) -> T:
     """Build one config section from defaults, YAML, env vars and overrides."""
+    global _process_config_file
+    if config_file:
+        _process_config_file = str(config_file)
     env = dict(os.environ) if env is None else env
     config_file = config_file or env.get("SENTRI_CONFIG")
     data: dict[str, Any] = {}
@@ -264,6 +346,44 @@ def load_section(
         return model.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(section, exc)) from None
+
+
+class RootConfig:
+    """The configuration of one process: every section it uses, read once.
+
+    ``load_config({"redis": RedisConfig, "worker": WorkerConfig, ...})`` reads the
+    file once (unknown sections refused), applies env vars and overrides, and
+    validates each section; ``cfg.redis``, ``cfg.worker``... are the models.
+    """
+
+    def __init__(self, sections: dict[str, BaseModel], config_file: str | None) -> None:
+        self.sections = sections
+        self.config_file = config_file
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["sections"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def load_config(
+    models: dict[str, type[BaseModel]],
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+    overrides: dict[str, dict[str, Any] | None] | None = None,
+) -> RootConfig:
+    """Load the sections a process uses in one go (see :class:`RootConfig`)."""
+    env = dict(os.environ) if env is None else env
+    path = config_file or env.get("SENTRI_CONFIG")
+    read_yaml(path)  # fail early, naming an unknown section, before any other
+    overrides = overrides or {}
+    sections = {
+        name: load_section(model, name, config_file=path, env=env, overrides=overrides.get(name))
+        for name, model in models.items()
+    }
+    return RootConfig(sections, str(path) if path else None)
 
 
 def config_env_names(model: type[BaseModel], section: str) -> set[str]:

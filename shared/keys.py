@@ -85,10 +85,10 @@ class Keys:
         """Counter bumped on every gallery change (replicas reload their cache)."""
         return self.k("gallery", "version")
 
-    @property
-    def faces_stats(self) -> str:
-        """Hash camera_id -> JSON face-worker stats (gated, analysed, rejected)."""
-        return self.k("faces_stats")
+    # --- analyst -----------------------------------------------------------------
+    def analyst_budget(self, day: str) -> str:
+        """Counter (with TTL): analysis requests made on one UTC day, all replicas."""
+        return self.k("analyst", "budget", day)
 
     # --- auth -----------------------------------------------------------------
     @property
@@ -102,7 +102,24 @@ class Keys:
     def k_auth(self, *parts: str) -> str:
         return self.k("auth", *parts)
 
+    def session(self, sid_hash: str) -> str:
+        """String (JSON, TTL): a login session, by the hash of its id."""
+        return self.k_auth("session", sid_hash)
+
+    def login_failures_ip(self, ip: str) -> str:
+        """Counter (TTL): failed logins from one address."""
+        return self.k_auth("fail", "ip", ip)
+
+    def login_failures_user(self, user_hash: str) -> str:
+        """Counter (TTL): failed logins for one user name (hashed)."""
+        return self.k_auth("fail", "user", user_hash)
+
     # --- security: agent keys -----------------------------------------------
+    @property
+    def client_keys(self) -> str:
+        """Hash client_id -> the agent public key bound to it."""
+        return self.k("client_keys")
+
     @property
     def agent_keys(self) -> str:
         """Hash public key (z85) -> JSON {status: pending|approved|rejected, client_id, ...}."""

@@ -27,6 +27,17 @@ MAX_CONTROL_BYTES = 256 * 1024
 #: Largest string inside a header or control message.
 MAX_STR = 512
 MAX_CAMERAS_PER_CLIENT = 64
+#: Default largest frame side (pixels) a header may declare: 8K.  A JPEG is decoded
+#: to w x h x 3 bytes, so the protocol's bound is also a memory bound (8192^2 x 3 =
+#: 200 MB); workers cap decoded size again, lower (``worker.max_pixels``).
+MAX_DIMENSION = 8192
+#: ``jpeg_dimensions`` gives up after this many marker steps before the SOF (real
+#: encoders need < 20: APPn, DQT, DHT...) or this many bytes, so a crafted frame
+#: full of fill bytes costs microseconds, not a byte-by-byte walk of 8 MiB.
+MAX_JPEG_MARKER_STEPS = 256
+MAX_JPEG_HEADER_BYTES = 2 * 1024 * 1024
+#: Default largest decoded image (pixels): 7680 x 4320 (8K UHD).
+DEFAULT_MAX_PIXELS = 7680 * 4320
 
 TOPIC_TERMINATOR = b"\x00"
 
@@ -124,8 +135,8 @@ def pack_header(header: FrameHeader) -> bytes:
     return msgpack.packb(header.to_dict(), use_bin_type=True)
 
 
-def parse_header(data: bytes) -> FrameHeader:
-    """Decode and validate a msgpack frame header."""
+def parse_header(data: bytes, max_dimension: int = MAX_DIMENSION) -> FrameHeader:
+    """Decode and validate a msgpack frame header (sides at most ``max_dimension``)."""
     d = _unpack(data, MAX_HEADER_BYTES, "header")
     if not isinstance(d, dict):
         raise ProtocolError("header_not_map")
@@ -145,14 +156,18 @@ def parse_header(data: bytes) -> FrameHeader:
         raise ProtocolError("header_bad_type", "rx")
     if not valid_name(client_id):
         raise ProtocolError("bad_client_id")
-    if not valid_name(camera_id, allow_slash=True) or not camera_id.startswith(client_id + "/"):
+    if (
+        not valid_name(camera_id, allow_slash=True)
+        or not camera_id.startswith(client_id + "/")
+        or len(camera_id) == len(client_id) + 1  # "<client>/" names no camera
+    ):
         raise ProtocolError("bad_camera_id")
     if enc != "jpeg":
         raise ProtocolError("bad_encoding", enc[:32])
     if not (0 <= seq < 2**63) or not (0 <= ts < 2**63):
         raise ProtocolError("bad_value", "seq/ts out of range")
-    if not (1 <= w <= 16384 and 1 <= h <= 16384):
-        raise ProtocolError("bad_value", "dimensions out of range")
+    if not (1 <= w <= max_dimension and 1 <= h <= max_dimension):
+        raise ProtocolError("bad_value", f"dimensions out of range (max side {max_dimension})")
     if motion is not None:
         if isinstance(motion, bool) or not isinstance(motion, (int, float)):
             raise ProtocolError("header_bad_type", "motion")
@@ -176,8 +191,10 @@ def jpeg_dimensions(jpeg: bytes | memoryview) -> tuple[int, int]:
     """Return (width, height) from a JPEG's SOF marker, checking its structure.
 
     Cheap (no pixel decoding): walks the marker segments up to the first
-    start-of-frame.  Raises :class:`ProtocolError` ``bad_jpeg`` on anything that
-    is not a structurally valid baseline/progressive JPEG with an end marker.
+    start-of-frame, at most :data:`MAX_JPEG_MARKER_STEPS` steps and
+    :data:`MAX_JPEG_HEADER_BYTES` bytes.  Raises :class:`ProtocolError` ``bad_jpeg``
+    on anything that is not a structurally valid baseline/progressive JPEG with an
+    end marker.
     """
     buf = memoryview(jpeg)
     n = len(buf)
@@ -188,7 +205,12 @@ def jpeg_dimensions(jpeg: bytes | memoryview) -> tuple[int, int]:
     if b"\xff\xd9" not in tail:
         raise ProtocolError("bad_jpeg", "truncated (no EOI)")
     i = 2
+    steps = 0
+    limit = min(n, MAX_JPEG_HEADER_BYTES)
     while i + 4 <= n:
+        steps += 1
+        if steps > MAX_JPEG_MARKER_STEPS or i >= limit:
+            raise ProtocolError("bad_jpeg", "no SOF within the first markers")
         if buf[i] != 0xFF:
             raise ProtocolError("bad_jpeg", "corrupt marker stream")
         marker = buf[i + 1]
@@ -221,12 +243,14 @@ def encode_frame(header: FrameHeader, jpeg: bytes) -> list[bytes]:
 
 
 def decode_frame(
-    parts: list[bytes], max_jpeg_bytes: int = DEFAULT_MAX_JPEG_BYTES
+    parts: list[bytes],
+    max_jpeg_bytes: int = DEFAULT_MAX_JPEG_BYTES,
+    max_dimension: int = MAX_DIMENSION,
 ) -> tuple[FrameHeader, bytes]:
     """Validate an agent -> ingest multipart frame message (header + JPEG)."""
     if len(parts) != 2:
         raise ProtocolError("bad_multipart", f"{len(parts)} parts")
-    header = parse_header(parts[0])
+    header = parse_header(parts[0], max_dimension)
     jpeg = parts[1]
     if len(jpeg) > max_jpeg_bytes:
         raise ProtocolError("payload_too_large", f"{len(jpeg)} > {max_jpeg_bytes}")
@@ -247,11 +271,13 @@ def encode_fanout(camera_id: str, header_bytes: bytes, jpeg: bytes) -> list[byte
 
 
 def decode_fanout(
-    parts: list[bytes], max_jpeg_bytes: int = DEFAULT_MAX_JPEG_BYTES
+    parts: list[bytes],
+    max_jpeg_bytes: int = DEFAULT_MAX_JPEG_BYTES,
+    max_dimension: int = MAX_DIMENSION,
 ) -> tuple[FrameHeader, bytes]:
     if len(parts) != 3:
         raise ProtocolError("bad_multipart", f"{len(parts)} parts")
-    header = parse_header(parts[1])
+    header = parse_header(parts[1], max_dimension)
     if parts[0] != topic_for(header.camera_id):
         raise ProtocolError("topic_mismatch")
     if len(parts[2]) > max_jpeg_bytes:
@@ -317,8 +343,8 @@ def validate_camera_info(cam: Any) -> dict[str, Any]:
     if out.get("kind") is not None and out["kind"] not in CAMERA_KINDS:
         raise ProtocolError("control_bad_value", "camera kind")
     for key, lo, hi, integer in (
-        ("width", 1, 16384, True),
-        ("height", 1, 16384, True),
+        ("width", 1, MAX_DIMENSION, True),
+        ("height", 1, MAX_DIMENSION, True),
         ("fps", 0, 1000, False),
         ("target_fps", 0.1, 120, False),
         ("quality", 1, 100, True),

@@ -14,38 +14,103 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from shared.keys import Keys
 
 log = logging.getLogger(__name__)
 
 
-def connect(url: str, *, decode: bool = True, timeout: float = 5.0) -> redis.Redis:
-    """A Redis client that retries transient connection errors."""
+#: Bound of a single Redis reply (seconds).  Blocking reads (XREAD/XREADGROUP ``block``)
+#: must block for less than this; every caller in Sentri blocks for at most 2 s.
+SOCKET_TIMEOUT_S = 5.0
+#: How often a connection that has been idle is PINGed before it is used again.
+HEALTH_CHECK_INTERVAL_S = 10
+
+
+def connect(
+    url: str,
+    *,
+    decode: bool = True,
+    timeout: float = 5.0,
+    socket_timeout: float = SOCKET_TIMEOUT_S,
+    retries: int = 3,
+) -> redis.Redis:
+    """A Redis client on which no call can hang forever.
+
+    * ``timeout`` bounds connecting, ``socket_timeout`` bounds every reply: a Redis
+      that accepts connections but never answers (stopped, overloaded) raises
+      :class:`redis.TimeoutError` after ``socket_timeout`` instead of blocking.
+    * Connection errors (Redis restarting) are retried ``retries`` times with a short
+      exponential backoff (50 ms .. 1 s).  Timeouts are *not* retried: the command may
+      have run, and a stalled server would multiply the wait.
+    * Idle connections are health-checked (PING) before reuse, TCP keepalive is on.
+    """
     return redis.Redis.from_url(
         url,
         decode_responses=decode,
         socket_connect_timeout=timeout,
-        socket_timeout=None,
-        health_check_interval=10,
-        retry_on_timeout=True,
+        socket_timeout=socket_timeout,
+        socket_keepalive=True,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry=Retry(
+            ExponentialBackoff(cap=1.0, base=0.05),
+            retries,
+            supported_errors=(redis.ConnectionError,),
+        ),
+        retry_on_error=[redis.ConnectionError],
+    )
+
+
+def connect_async(
+    url: str,
+    *,
+    decode: bool = True,
+    timeout: float = 5.0,
+    socket_timeout: float = SOCKET_TIMEOUT_S,
+    retries: int = 3,
+) -> aredis.Redis:
+    """The asyncio twin of :func:`connect`, with the same bounds (for the gateway)."""
+    return aredis.Redis.from_url(
+        url,
+        decode_responses=decode,
+        socket_connect_timeout=timeout,
+        socket_timeout=socket_timeout,
+        socket_keepalive=True,
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        retry=AsyncRetry(
+            ExponentialBackoff(cap=1.0, base=0.05),
+            retries,
+            supported_errors=(redis.ConnectionError,),
+        ),
+        retry_on_error=[redis.ConnectionError],
     )
 
 
 def wait_for_redis(url: str, timeout: float = 10.0) -> None:
+    """Wait until Redis answers PING; raise :class:`TimeoutError` after ``timeout`` s.
+
+    The deadline holds against a server that accepts connections and never answers:
+    each attempt's connect and read timeouts are cut to the time left, with no retries.
+    """
     deadline = time.monotonic() + timeout
     last: Exception | None = None
-    client = connect(url, timeout=1.0)
-    try:
-        while time.monotonic() < deadline:
-            try:
-                if client.ping():
-                    return
-            except redis.RedisError as exc:
-                last = exc
-            time.sleep(0.05)
-    finally:
-        client.close()
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        client = connect(url, timeout=min(1.0, left), socket_timeout=max(0.01, left), retries=0)
+        try:
+            if client.ping():
+                return
+        except (redis.RedisError, OSError) as exc:
+            last = exc
+        finally:
+            client.close()
+        time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
     raise TimeoutError(f"redis at {redact_url(url)} not reachable within {timeout}s: {last}")
 
 
@@ -81,11 +146,44 @@ def find_redis_server() -> str:
     return REDIS_SERVER_PATH
 
 
+#: Memory bound of the embedded Redis unless configured (``redis.maxmemory``).
+DEFAULT_MAXMEMORY = "1gb"
+#: Never evict: when memory is full, writes fail loudly (counted by the services) and
+#: nothing already stored disappears.  Streams have no TTL, so ``volatile-*`` would not
+#: evict them either, but it would evict TTL'd state the system relies on (replica
+#: membership, login lockouts, sessions); ``allkeys-*`` would evict streams.
+DEFAULT_MAXMEMORY_POLICY = "noeviction"
+#: Policies that can never evict a key without a TTL (streams, registry, gallery).
+SAFE_MAXMEMORY_POLICIES = (
+    "noeviction", "volatile-lru", "volatile-lfu", "volatile-ttl", "volatile-random",
+)  # fmt: skip
+
+
+def memory_bound_problems(r: redis.Redis) -> list[str]:
+    """What is wrong with a Redis server's memory bounds (empty: bounded, and nothing
+    without a TTL can be evicted).  A server that refuses CONFIG GET (managed Redis)
+    yields nothing: it cannot be checked from here."""
+    try:
+        conf = r.config_get("maxmemory*")
+    except redis.ResponseError:
+        return []
+    problems = []
+    if int(conf.get("maxmemory", 0) or 0) == 0:
+        problems.append("no maxmemory: Redis memory is unbounded")
+    policy = conf.get("maxmemory-policy", "")
+    if policy and policy not in SAFE_MAXMEMORY_POLICIES:
+        problems.append(f"maxmemory-policy {policy} can evict streams (use noeviction)")
+    return problems
+
+
 class EmbeddedRedis:
     """A private ``redis-server`` on a free loopback port.
 
     Used by ``sentri up`` (persistent, in the state dir) and by the tests (temp dir).
     A random password is always set: the server never runs open, even on loopback.
+    Memory is bounded (``maxmemory``, default 1 GB) with a policy that never evicts
+    streams (default ``noeviction``).  :meth:`command` is the full command line, so a
+    supervisor can restart the server on the same port, password and data dir.
     """
 
     def __init__(
@@ -95,7 +193,14 @@ class EmbeddedRedis:
         port: int | None = None,
         persistent: bool = False,
         password: str | None = None,
+        maxmemory: str = DEFAULT_MAXMEMORY,
+        maxmemory_policy: str = DEFAULT_MAXMEMORY_POLICY,
     ) -> None:
+        if maxmemory_policy not in SAFE_MAXMEMORY_POLICIES:
+            raise ValueError(
+                f"maxmemory_policy {maxmemory_policy!r} could evict streams; "
+                f"use one of {', '.join(SAFE_MAXMEMORY_POLICIES)}"
+            )
         self._tmp = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="sentri-redis-")
@@ -105,24 +210,33 @@ class EmbeddedRedis:
         self.port = port or free_port()
         self.persistent = persistent
         self.password = password or os.urandom(16).hex()
+        self.maxmemory = maxmemory
+        self.maxmemory_policy = maxmemory_policy
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        binary = find_redis_server()
+    def command(self) -> list[str]:
+        """The ``redis-server`` command line (the same on every restart)."""
+        # The password goes into a 0600 config file, not onto the command line (ps).
+        auth = self.data_dir / "auth.conf"
+        fd = os.open(auth, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f'requirepass "{self.password}"\n')
         args = [
-            binary,
+            find_redis_server(),
+            str(auth),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--protected-mode", "yes",
             "--dir", str(self.data_dir),
-            "--requirepass", self.password,
             "--daemonize", "no",
             "--loglevel", "warning",
             "--logfile", str(self.data_dir / "redis.log"),
+            "--maxmemory", str(self.maxmemory),
+            "--maxmemory-policy", self.maxmemory_policy,
         ]  # fmt: skip
         if self.persistent:
             # fsync once a second: an acknowledged write survives a process crash; a
@@ -131,16 +245,23 @@ class EmbeddedRedis:
                      "--aof-use-rdb-preamble", "yes", "--save", "60 1000"]  # fmt: skip
         else:
             args += ["--appendonly", "no", "--save", ""]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        return args
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        self.proc = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
         try:
             wait_for_redis(self.url, timeout)
         except TimeoutError:
             self.stop()
-            logfile = self.data_dir / "redis.log"
-            tail = logfile.read_text()[-2000:] if logfile.exists() else ""
-            raise RuntimeError(f"embedded redis-server failed to start: {tail}") from None
+            raise RuntimeError(
+                f"embedded redis-server failed to start: {self.log_tail()}"
+            ) from None
         log.info("embedded redis started port=%s dir=%s", self.port, self.data_dir)
         return self
+
+    def log_tail(self, n: int = 2000) -> str:
+        logfile = self.data_dir / "redis.log"
+        return logfile.read_text(errors="replace")[-n:] if logfile.exists() else ""
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -29,7 +29,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,9 +39,10 @@ import zmq
 
 from shared import metrics
 from shared.config import RedisConfig, WorkerConfig
+from shared.fanout import FanoutSubscriber
 from shared.keys import Keys
 from shared.logs import BurstLimiter
-from shared.protocol import FrameHeader, ProtocolError, decode_fanout, topic_for
+from shared.protocol import DEFAULT_MAX_PIXELS, FrameHeader, ProtocolError, jpeg_dimensions
 from shared.publishing import PUBLISH_FAILURES, EventPublisher, SnapshotSink
 from shared.redisutil import connect, publish_record
 
@@ -53,13 +54,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class Frame:
-    """One received frame.  ``image()`` decodes the JPEG lazily (BGR ndarray)."""
+    """One received frame.  ``image()`` decodes the JPEG on demand (BGR ndarray).
+
+    The decoded size is capped HERE, once for every worker: the JPEG's own SOF is
+    read first (bounded walk, no pixel decoding) and a frame declaring more than
+    ``max_pixels`` pixels, or a size other than its header's, is never decoded.
+    Such a frame is reported through ``on_invalid`` (the runtime counts it in
+    ``sentri_invalid_input_total``) and ``image()`` returns None.
+    """
 
     header: FrameHeader
-    jpeg: bytes
+    #: The JPEG as received: a view of the ZeroMQ message, not a copy.
+    jpeg: bytes | memoryview
+    #: Local receive time (unix s).  Ages use :attr:`rx_time`, never the agent's clock.
     received: float = field(default_factory=time.time)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    on_invalid: Callable[[str, str], None] | None = None
     _image: np.ndarray | None = None
-    _decoded: bool = False
+    #: Why the frame cannot be decoded (a ``ProtocolError`` reason), once known.
+    invalid: str | None = None
 
     @property
     def camera_id(self) -> str:
@@ -67,17 +80,61 @@ class Frame:
 
     @property
     def capture_time(self) -> float:
+        """The agent's capture time (unix s): shown to users, never used to decide."""
         return self.header.ts / 1e9
 
+    @property
+    def rx_time(self) -> float:
+        """When the frame reached the cluster (unix s, cluster clock): ingest's ``rx``
+        stamp when present, else this worker's receive time.  Decisions (debounce,
+        ordering, ages) use this, so an agent's wrong clock cannot steer them."""
+        rx = self.header.rx
+        return rx / 1e9 if rx is not None else self.received
+
+    @property
+    def ts_ms(self) -> int:
+        """:attr:`rx_time` in unix ms: the ``ts`` of every record and event."""
+        return int(self.rx_time * 1000)
+
+    @property
+    def capture_ts_ms(self) -> int:
+        """The agent's capture time in unix ms (records' ``capture_ts``, display only)."""
+        return self.header.ts // 1_000_000
+
+    def dimensions(self) -> tuple[int, int] | None:
+        """(width, height) when the frame may be decoded, else None (reported once)."""
+        if self.invalid is not None:
+            return None
+        try:
+            w, h = jpeg_dimensions(self.jpeg)
+            if w * h > self.max_pixels:
+                raise ProtocolError("frame_too_large", f"{w}x{h} > {self.max_pixels} pixels")
+            if (w, h) != (self.header.w, self.header.h):
+                raise ProtocolError("bad_jpeg", f"{w}x{h} != header")
+        except ProtocolError as exc:
+            self._refuse(exc.reason, exc.detail)
+            return None
+        return w, h
+
     def image(self) -> np.ndarray | None:
-        """BGR image, or None when the JPEG does not decode (counted by the runtime)."""
-        if not self._decoded:
+        """BGR image, or None when the frame is refused or does not decode (reported)."""
+        if self._image is None and self.dimensions() is not None:
             import cv2
 
             arr = np.frombuffer(self.jpeg, dtype=np.uint8)
             self._image = cv2.imdecode(arr, cv2.IMREAD_COLOR)
-            self._decoded = True
+            if self._image is None:
+                self._refuse("bad_jpeg", "does not decode")
         return self._image
+
+    def release(self) -> None:
+        """Forget the decoded image (the runtime calls this once a batch is done)."""
+        self._image = None
+
+    def _refuse(self, reason: str, detail: str) -> None:
+        self.invalid = reason
+        if self.on_invalid is not None:
+            self.on_invalid(reason, f"{self.camera_id}: {detail}")
 
 
 class LatestFrameBuffer:
@@ -91,12 +148,20 @@ class LatestFrameBuffer:
     def put(self, frame: Frame) -> Frame | None:
         """Store ``frame``; returns the unprocessed frame it replaced (a skip), if any.
 
-        An older frame (by capture time) than the one held is itself returned as skipped.
+        The frame that arrived last wins (ZeroMQ keeps a publisher's order), except
+        that a frame ingest stamped earlier (``rx``) than the one held is itself
+        returned as skipped.  The agent's capture time is never compared: a wrong
+        agent clock cannot pin an old frame in the buffer.
         """
         cam = frame.camera_id
         with self._cond:
             old = self._frames.get(cam)
-            if old is not None and old.header.ts > frame.header.ts:
+            if (
+                old is not None
+                and old.header.rx is not None
+                and frame.header.rx is not None
+                and old.header.rx > frame.header.rx
+            ):
                 return frame
             self._frames[cam] = frame
             if cam not in self._rr:
@@ -163,22 +228,53 @@ def shard_cameras(cameras: Iterable[str], members: Iterable[str], me: str) -> se
     return {c for c in cameras if rendezvous_owner(c, members) == me}
 
 
+def redis_now(r: redis.Redis) -> float:
+    """The Redis server's clock (unix s): the one clock replicas compare."""
+    sec, usec = r.time()
+    return int(sec) + int(usec) / 1e6
+
+
+# Heartbeat and liveness read the server's clock inside Redis, so no replica's wall
+# clock matters: a replica 60 s fast or 5 s slow heartbeats exactly like the others.
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 10 * tonumber(ARGV[2]))
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[2]), '+inf')
+"""
+_LIVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+return redis.call('ZRANGEBYSCORE', KEYS[1], now - tonumber(ARGV[1]), '+inf')
+"""
+
+
+def live_members(r: redis.Redis, keys: Keys, service: str, ttl: float) -> list[str]:
+    """Replicas of ``service`` that heartbeated within ``ttl`` seconds, by the Redis
+    server's clock: the one rule every reader (workers, gateway) should use."""
+    members = r.eval(_LIVE, 1, keys.members(service), repr(float(ttl)))
+    return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+
+
 class Membership:
-    """Replica liveness in a Redis sorted set scored by last heartbeat (unix seconds)."""
+    """Replica liveness in a Redis sorted set scored by last heartbeat.
+
+    Scores are the Redis server's time (``TIME`` inside a script), never this
+    replica's wall clock: membership must not depend on replicas' clocks agreeing.
+    """
 
     def __init__(self, r: redis.Redis, keys: Keys, service: str, replica_id: str, ttl: float):
-        self.r, self.key, self.replica_id, self.ttl = r, keys.members(service), replica_id, ttl
+        self.r, self.keys, self.service = r, keys, service
+        self.key, self.replica_id, self.ttl = keys.members(service), replica_id, ttl
 
-    def heartbeat(self) -> None:
-        now = time.time()
-        pipe = self.r.pipeline(transaction=False)
-        pipe.zadd(self.key, {self.replica_id: now})
-        pipe.zremrangebyscore(self.key, "-inf", now - 10 * self.ttl)  # forget long-dead members
-        pipe.execute()
+    def heartbeat(self) -> list[str]:
+        """Record this replica as alive now; returns the live members (sorted)."""
+        members = self.r.eval(_HEARTBEAT, 1, self.key, self.replica_id, repr(float(self.ttl)))
+        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
 
     def live(self) -> list[str]:
-        members = self.r.zrangebyscore(self.key, time.time() - self.ttl, "+inf")
-        return sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+        return live_members(self.r, self.keys, self.service, self.ttl)
 
     def leave(self) -> None:
         try:
@@ -222,6 +318,8 @@ class Processor:
     max_batch: int = 1
     #: Retention of this service's event snapshots (None: ``worker.snapshot_ttl_s``).
     snapshot_ttl_s: int | None = None
+    #: A lower decoded-size cap of this service (None: ``worker.max_pixels`` only).
+    max_pixels: int | None = None
 
     def setup(self, runtime: WorkerRuntime) -> None:
         """Called once before frames flow (load models here)."""
@@ -243,6 +341,9 @@ class CameraStats:
     skipped: int = 0
     latency_ewma_ms: float = 0.0
     recent: deque = field(default_factory=lambda: deque(maxlen=64))  # processed times
+    #: The service's own per-camera counters (``WorkerRuntime.count``), e.g. faces'
+    #: ``frames_gated``; shown with the runtime's in ``worker_stats:<service>``.
+    counters: dict[str, float] = field(default_factory=dict)
 
     def fps(self, now: float, window: float = 5.0) -> float:
         n = sum(1 for t in self.recent if now - t <= window)
@@ -399,6 +500,18 @@ class WorkerRuntime:
                 st = self.stats.setdefault(cam, CameraStats())
         return st
 
+    def count(self, camera_id: str, name: str, n: float = 1) -> None:
+        """Add ``n`` to a service counter of a camera (written with the runtime's stats)."""
+        st = self._cam_stats(camera_id)
+        with self._stats_lock:
+            st.counters[name] = st.counters.get(name, 0) + n
+
+    def counters(self, camera_id: str) -> dict[str, float]:
+        """A copy of a camera's service counters."""
+        st = self._cam_stats(camera_id)
+        with self._stats_lock:
+            return dict(st.counters)
+
     def _skip(self, frame: Frame) -> None:
         self._cam_stats(frame.camera_id).skipped += 1
         metrics.WORKER_FRAMES_SKIPPED.labels(self.service, frame.camera_id).inc()
@@ -414,47 +527,30 @@ class WorkerRuntime:
             )
 
     def _receive_loop(self) -> None:
-        sub = self.ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.RCVHWM, self.config.rcv_hwm)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RECONNECT_IVL, 200)
-        sub.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sub.connect(self.config.ingest_pub)
-        subscribed: set[str] = set()
-        seen_version = -1
-        poller = zmq.Poller()
-        poller.register(sub, zmq.POLLIN)
+        sub = FanoutSubscriber(
+            self.ctx,
+            self.config.ingest_pub,
+            rcv_hwm=self.config.rcv_hwm,
+            on_invalid=lambda exc: self.count_invalid(exc.reason, exc.detail),
+        )
+        max_pixels = min(self.config.max_pixels, self.processor.max_pixels or 2**62)
         try:
             while not self.stop_event.is_set():
-                with self._owned_lock:
-                    version, owned = self._owned_version, self._owned
-                if version != seen_version:
-                    for cam in owned - subscribed:
-                        sub.setsockopt(zmq.SUBSCRIBE, topic_for(cam))
-                    for cam in subscribed - owned:
-                        sub.setsockopt(zmq.UNSUBSCRIBE, topic_for(cam))
-                    subscribed = set(owned)
-                    seen_version = version
-                if not poller.poll(100):
+                sub.follow(self.owned)
+                if not sub.poll(100):
                     continue
                 # Drain everything waiting: the buffer keeps only the newest per camera.
-                for _ in range(1000):
-                    try:
-                        parts = sub.recv_multipart(zmq.NOBLOCK, copy=True)
-                    except zmq.Again:
-                        break
-                    try:
-                        header, jpeg = decode_fanout(parts)
-                    except ProtocolError as exc:
-                        self.count_invalid(exc.reason, exc.detail)
-                        continue
+                for header, jpeg in sub.drain(1000):
                     cam = header.camera_id
                     if cam not in self._owned:
                         continue  # in flight across an ownership change
                     st = self._cam_stats(cam)
                     st.received += 1
                     metrics.WORKER_FRAMES_RECEIVED.labels(self.service, cam).inc()
-                    replaced = self.buffer.put(Frame(header, jpeg))
+                    frame = Frame(
+                        header, jpeg, max_pixels=max_pixels, on_invalid=self.count_invalid
+                    )
+                    replaced = self.buffer.put(frame)
                     if replaced is not None:
                         self._skip(replaced)
                 metrics.WORKER_BUFFERED.labels(self.service).set(len(self.buffer))
@@ -462,7 +558,7 @@ class WorkerRuntime:
             log.exception("receiver crashed", extra={"service": self.service})
             self.stop_event.set()
         finally:
-            sub.close(0)
+            sub.close()
 
     def _membership_loop(self) -> None:
         interval = self.config.heartbeat_s
@@ -481,8 +577,7 @@ class WorkerRuntime:
             self.stop_event.wait(interval)
 
     def _membership_tick(self) -> None:
-        self.membership.heartbeat()
-        members = self.membership.live()
+        members = self.membership.heartbeat()
         if self.replica_id not in members:
             members.append(self.replica_id)
         cameras = {
@@ -528,6 +623,7 @@ class WorkerRuntime:
                     "skipped": st.skipped,
                     "latency_ms": round(st.latency_ewma_ms, 1),
                     "updated": round(now, 3),
+                    "counters": self.counters(cam),
                 }
             )
         if mapping:
@@ -560,13 +656,16 @@ class WorkerRuntime:
                 if ok:
                     log.exception("process_batch failed", extra={"suppressed": suppressed})
                 continue
+            finally:
+                for f in fresh:
+                    f.release()  # a processor keeping a frame does not keep its pixels
             metrics.WORKER_PROCESS_SECONDS.labels(self.service).observe(time.perf_counter() - t0)
             done = time.time()
             for f in fresh:
                 st = self._cam_stats(f.camera_id)
                 st.processed += 1
                 st.recent.append(done)
-                lat = max(0.0, done - f.capture_time)
+                lat = max(0.0, done - f.rx_time)  # cluster clocks only
                 st.latency_ewma_ms = (
                     lat * 1000 if st.processed == 1 else 0.8 * st.latency_ewma_ms + 200 * lat
                 )

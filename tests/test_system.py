@@ -5,9 +5,11 @@ default): `sentri up` made both key pairs and approved the demo agent's key."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
+import stat
 import subprocess
 import sys
 
@@ -70,6 +72,17 @@ def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
         for part in ("services.ingest", "services.detector", "services.faces", "services.analyst",
                      "services.gateway", "edge_agent", "redis-server"):  # fmt: skip
             assert part in names, f"{part} not running under sentri up"
+        # Every direct child leads its own process group: Ctrl-C in the terminal reaches
+        # only `sentri up`, which then stops them in order.
+        direct = psutil.Process(proc.pid).children()
+        assert all(os.getpgid(c.pid) == c.pid != os.getpgid(proc.pid) for c in direct)
+
+        # The runtime file: 0600, the Redis URL, found by `sentri status` without flags.
+        runtime = tmp_path / "state" / "runtime.json"
+        assert stat.S_IMODE(runtime.stat().st_mode) == 0o600
+        info = json.loads(runtime.read_text())
+        assert info["pid"] == proc.pid and info["gateway"]["port"] == gp
+        status_env = {**env, "SENTRI_STATE_DIR": str(tmp_path / "state")}
 
         client = httpx.Client(base_url=base, timeout=10)
         assert client.get("/api/distributed/clients").status_code == 401  # no anonymous access
@@ -103,6 +116,10 @@ def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
         ]
         wait_for(lambda: client.get("/api/events", params={"type": "object_entered"}).json()["events"],
                  60, interval=1.0, what="an object_entered event")  # fmt: skip
+        status = subprocess.run([sys.executable, "-m", "sentri_cli.main", "status"], env=status_env,
+                                cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert status.returncode == 0 and "demo/demo-bus" in status.stdout, status.stderr
+        children = psutil.Process(proc.pid).children(recursive=True)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -114,4 +131,7 @@ def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
     output = (tmp_path / "up.log").read_text()
     assert code == 0, output[-3000:]
     assert "security=curve" in output and "--server-key" in output
+    # Stopped in order (agent, workers, gateway, ingest, Redis last), nothing left over.
+    assert "order=edge-demo,detector,faces,analyst,gateway,ingest,redis" in output, output[-3000:]
+    assert not runtime.exists(), "runtime.json left behind after a clean stop"
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

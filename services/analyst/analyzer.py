@@ -142,7 +142,11 @@ class Analyzer:
 
     def _request(self, ctx: SceneContext, job: AnalysisJob) -> tuple[AnalysisRequest, str | None]:
         frame = job.frame
-        captured = frame.capture_time if frame is not None else None
+        captured = frame.rx_time if frame is not None else None  # the cluster clock
+        if frame is not None and frame.dimensions() is None:
+            # Refused by the runtime's pixel cap / header check (already counted).
+            prompt = build_prompt(ctx, captured_at=captured)
+            return AnalysisRequest(ctx, prompt, None, None), f"image: {frame.invalid}"
         try:
             req = build_request(
                 ctx,
@@ -284,7 +288,7 @@ class Analyzer:
             # The event's own id (detector/faces write event_id), else its stream entry id.
             "trigger_event_id": (job.event or {}).get("event_id") or (job.event or {}).get("id"),
             "frame_seq": frame.header.seq if frame is not None else None,
-            "frame_ts": frame.header.ts // 1_000_000 if frame is not None else None,
+            "frame_ts": frame.ts_ms if frame is not None else None,
             "image_size": list(request.image_size) if request.image_size else None,
             "object_counts": dict(ctx.counts),
             "names": ctx.names,

@@ -16,66 +16,23 @@ Env: ``SENTRI_ANALYST__PROVIDER__TYPE=offline``, ``SENTRI_ANALYST__MIN_INTERVAL_
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
 from pydantic import Field, model_validator
 
+from services.analyst.providers import provider_config_union
+from services.analyst.providers.gemini import GeminiProviderConfig
+from services.analyst.providers.offline import OfflineProviderConfig
 from shared.config import Section
+
+__all__ = ["AnalystConfig", "GeminiProviderConfig", "OfflineProviderConfig", "ProviderConfig"]
 
 DEFAULT_TRIGGER_CLASSES = ["person", "car", "truck", "bus", "motorcycle", "bicycle"]
 DEFAULT_EVENT_TYPES = ["object_entered", "face_recognized"]
+DEFAULT_PROVIDER = "gemini"
 
 
-class GeminiProviderConfig(Section):
-    """Google Gemini through the google-genai SDK."""
-
-    type: Literal["gemini"] = Field("gemini", description="Provider type.")
-    model: str = Field(
-        "gemini-2.5-flash",
-        min_length=1,
-        max_length=128,
-        pattern=r"^[A-Za-z0-9._\-/]+$",
-        description="Gemini model name.",
-    )
-    api_key_env: str = Field(
-        "GEMINI_API_KEY",
-        min_length=1,
-        max_length=128,
-        description="Environment variable holding the API key (read at start).",
-    )
-    api_key_file: str | None = Field(
-        None,
-        description="File holding the API key (e.g. a mounted secret); wins over the env var.",
-    )
-    base_url: str | None = Field(
-        None,
-        pattern=r"^https?://",
-        description="Override of the API endpoint (a proxy, or a local fake in tests).",
-    )
-    api_version: str = Field(
-        "v1beta", pattern=r"^v[0-9a-z]+$", description="API version path segment."
-    )
-    temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature.")
-    max_output_tokens: int = Field(
-        1024, ge=64, le=8192, description="Upper bound of tokens in one answer."
-    )
-    thinking_budget: int | None = Field(
-        0,
-        ge=0,
-        le=24576,
-        description="Thinking tokens for 2.5 models (0 = off, fastest); null = model default.",
-    )
-
-
-class OfflineProviderConfig(Section):
-    """No model: an honest, clearly labelled summary built from detections and faces."""
-
-    type: Literal["offline"] = Field("offline", description="Provider type.")
-
-
-ProviderConfig = Annotated[
-    GeminiProviderConfig | OfflineProviderConfig, Field(discriminator="type")
-]
+# Each provider's config class lives next to the provider (``providers/<name>.py``)
+# and is registered with it; the union below is built from that registry.
+ProviderConfig = provider_config_union()
 
 
 class AnalystConfig(Section):
@@ -165,6 +122,16 @@ class AnalystConfig(Section):
     concurrency: int = Field(
         2, ge=1, le=32, description="Analyses running at once (API calls are off the frame path)."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_provider_type(cls, data: object) -> object:
+        """``SENTRI_ANALYST__PROVIDER__BASE_URL=...`` alone (or a ``provider:`` block
+        without ``type``) sets fields of the default provider, merged with its defaults."""
+        provider = data.get("provider") if isinstance(data, dict) else None
+        if isinstance(data, dict) and isinstance(provider, dict) and "type" not in provider:
+            data = {**data, "provider": {"type": DEFAULT_PROVIDER, **provider}}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> AnalystConfig:

@@ -184,7 +184,7 @@ class DailyBudget:
         self._today = today or (lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d"))
 
     def key(self, day: str | None = None) -> str:
-        return self.keys.k("analyst", "budget", day or self._today())
+        return self.keys.analyst_budget(day or self._today())
 
     def try_spend(self) -> bool:
         if self.limit <= 0:

@@ -58,7 +58,7 @@ def downscale_jpeg(jpeg: bytes, max_side: int, quality: int = 85) -> tuple[bytes
         raise ImageError("frame JPEG does not decode")
     h, w = img.shape[:2]
     if max(h, w) <= max_side:
-        return jpeg, (w, h)
+        return bytes(jpeg), (w, h)  # the received frame may be a view of a message
     scale = max_side / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)

@@ -7,7 +7,9 @@ buffer and round-robin batching; this module only turns a batch of frames into
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -23,7 +25,6 @@ from services.detector.models import resolve_model
 from services.detector.records import detection_record, event_record
 from services.detector.tracking import CameraTracker, TrackEvent
 from shared.keys import STREAM_DETECTIONS
-from shared.protocol import ProtocolError, jpeg_dimensions
 from shared.publishing import SnapshotSink
 from shared.rules import RulesRuntime
 from shared.worker import Frame, Processor, WorkerRuntime
@@ -43,8 +44,25 @@ def load_backend(config: DetectorConfig, state_dir: str | Path) -> Backend:
     )
     model = resolve_model(config.model, state_dir)
     backend = create_backend(config, model, Path(state_dir))
-    backend.load()
-    backend.warmup()
+    try:
+        backend.load()
+        backend.warmup()
+    except Exception as exc:
+        cached = backend.cached_export
+        if cached is None or not cached.exists():
+            raise
+        # A cached export that does not load (truncated by a crash or a full disk)
+        # must not crash-loop the detector: throw it away and export again, once.
+        log.warning(
+            "cached model export is corrupt; deleting it and exporting again",
+            extra={"path": str(cached), "error": str(exc)[:300]},
+        )
+        with contextlib.suppress(Exception):  # half loaded: release what it holds
+            backend.close()
+        shutil.rmtree(cached) if cached.is_dir() else cached.unlink()
+        backend = create_backend(config, model, Path(state_dir))
+        backend.load()
+        backend.warmup()
     took = time.monotonic() - t0
     metrics.MODEL_LOAD_SECONDS.set(took)
     log.info(
@@ -81,6 +99,7 @@ class DetectorProcessor(Processor):
         self.max_batch = config.max_batch or 64  # narrowed in setup() once the backend is known
         self.trackers: dict[str, CameraTracker] = {}
         self.snapshot_ttl_s = config.snapshot_ttl_s
+        self.max_pixels = config.max_pixels
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
@@ -138,12 +157,9 @@ class DetectorProcessor(Processor):
     def process_batch(self, frames: list[Frame]) -> None:
         runtime, backend = self.runtime, self.backend
         assert runtime is not None and backend is not None, "setup() not called"
-        owned = runtime.owned
         batch: list[tuple[Frame, np.ndarray]] = []
-        for f in frames:
-            if f.camera_id not in owned:
-                continue  # in flight while the camera moved away
-            img = self._decode(f)
+        for f in frames:  # the runtime hands over owned cameras' frames only
+            img = f.image()  # capped, checked and counted by the runtime
             if img is None:
                 continue
             batch.append((f, img))
@@ -163,30 +179,6 @@ class DetectorProcessor(Processor):
                 self._handle(frame, det, w, h, took * 1000, len(batch))
             metrics.ACTIVE_TRACKS.set(sum(len(t.tracks) for t in self.trackers.values()))
 
-    def _decode(self, frame: Frame) -> np.ndarray | None:
-        """The frame's image, or None (counted) for a JPEG that is broken or too big.
-
-        The size is read from the JPEG header first: a few KB can claim a canvas of
-        gigabytes, which must not reach the decoder.
-        """
-        runtime = self.runtime
-        assert runtime is not None
-        try:
-            w, h = jpeg_dimensions(frame.jpeg)
-        except ProtocolError as exc:
-            runtime.count_invalid(exc.reason, f"{frame.camera_id}: {exc.detail}")
-            return None
-        if w * h > self.config.max_pixels:
-            runtime.count_invalid("frame_too_large", f"{frame.camera_id}: {w}x{h}")
-            return None
-        if (w, h) != (frame.header.w, frame.header.h):
-            runtime.count_invalid("bad_jpeg", f"{frame.camera_id}: {w}x{h} != header")
-            return None
-        img = frame.image()
-        if img is None:
-            runtime.count_invalid("bad_jpeg", f"{frame.camera_id}: does not decode")
-        return img
-
     def _handle(
         self, frame: Frame, det: Detections, w: int, h: int, inference_ms: float, batch: int
     ) -> None:
@@ -197,9 +189,7 @@ class DetectorProcessor(Processor):
             tracker = self.trackers[frame.camera_id] = CameraTracker(
                 frame.camera_id, self.config.tracker
             )
-        det, events = tracker.update(
-            det, width=w, height=h, ts_ms=frame.header.ts // 1_000_000, jpeg=frame.jpeg
-        )
+        det, events = tracker.update(det, width=w, height=h, ts_ms=frame.ts_ms, jpeg=frame.jpeg)
         reported = det[det.confidence >= self.config.confidence].top_k(self.config.max_objects)
         record = detection_record(
             frame,

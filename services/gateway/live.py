@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import zmq
 
 from services.gateway import metrics
+from shared.fanout import FanoutSubscriber
 from shared.logs import BurstLimiter
 from shared.metrics import INVALID_INPUT
-from shared.protocol import FrameHeader, ProtocolError, decode_fanout, topic_for
+from shared.protocol import FrameHeader
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class LiveFrame:
     header: FrameHeader
-    jpeg: bytes
+    jpeg: bytes | memoryview  # a view of the received message (no copy)
     received: float
 
     @property
@@ -153,41 +154,22 @@ class LiveFrames:
             )
 
     def _run(self) -> None:
-        sub = self.ctx.socket(zmq.SUB)
-        sub.setsockopt(zmq.RCVHWM, self.rcv_hwm)
-        sub.setsockopt(zmq.LINGER, 0)
-        sub.setsockopt(zmq.RECONNECT_IVL, 200)
-        sub.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        sub.connect(self.endpoint)
-        poller = zmq.Poller()
-        poller.register(sub, zmq.POLLIN)
-        subscribed: set[str] = set()
+        sub = FanoutSubscriber(
+            self.ctx,
+            self.endpoint,
+            rcv_hwm=self.rcv_hwm,
+            max_jpeg_bytes=self.max_jpeg_bytes,
+            on_invalid=lambda exc: self._count_invalid(exc.reason),
+        )
         try:
             while not self._stop.is_set():
-                wanted = self.wanted()
-                if wanted != subscribed:
-                    for cam in wanted - subscribed:
-                        sub.setsockopt(zmq.SUBSCRIBE, topic_for(cam))
-                    for cam in subscribed - wanted:
-                        sub.setsockopt(zmq.UNSUBSCRIBE, topic_for(cam))
-                    subscribed = set(wanted)
-                    self._subscribed = frozenset(wanted)
-                    metrics.LIVE_SUBSCRIBED.set(len(subscribed))
-                if not poller.poll(50):
+                if sub.follow(self.wanted()):
+                    self._subscribed = sub.subscribed
+                    metrics.LIVE_SUBSCRIBED.set(len(sub.subscribed))
+                if not sub.poll(50):
                     continue
                 newest: dict[str, LiveFrame] = {}
-                for _ in range(256):  # drain; keep only the newest frame per camera
-                    try:
-                        parts = sub.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    try:
-                        header, jpeg = decode_fanout(parts, self.max_jpeg_bytes)
-                    except ProtocolError as exc:
-                        self._count_invalid(exc.reason)
-                        continue
-                    if header.camera_id not in subscribed:
-                        continue
+                for header, jpeg in sub.drain(256):  # keep only the newest frame per camera
                     metrics.LIVE_FRAMES.labels("received").inc()
                     if header.camera_id in newest:
                         metrics.LIVE_FRAMES.labels("superseded").inc()
@@ -203,4 +185,4 @@ class LiveFrames:
         except Exception:
             log.exception("live frame receiver crashed")
         finally:
-            sub.close(0)
+            sub.close()

@@ -67,3 +67,58 @@ def test_ingest_is_secure_by_default_and_authorized_keys_parse() -> None:
         load_section(IngestConfig, "ingest", env={"SENTRI_INGEST__AUTHORIZED_KEYS": "['  ']"})
     with pytest.raises(ConfigError, match=r"ingest\.authorized_keys_rescan_s"):
         load_section(IngestConfig, "ingest", env={"SENTRI_INGEST__AUTHORIZED_KEYS_RESCAN_S": "-1"})
+
+
+def test_an_unknown_top_level_section_is_refused_by_name(tmp_path) -> None:
+    from shared.config import ConfigError, RedisConfig, load_config
+
+    f = tmp_path / "c.yaml"
+    f.write_text("redis: {prefix: 'x:'}\ndetecter: {confidence: 0.5}\n")
+    with pytest.raises(ConfigError, match="unknown section.*detecter"):
+        load_section(RedisConfig, "redis", config_file=f)
+    with pytest.raises(ConfigError, match="detecter"):
+        load_config({"redis": RedisConfig}, config_file=f, env={})
+
+
+def test_load_config_reads_every_section_of_a_process_at_once(tmp_path) -> None:
+    from shared.config import RedisConfig, WorkerConfig, load_config
+
+    f = tmp_path / "c.yaml"
+    f.write_text("redis: {prefix: 'y:'}\nworker: {max_batch: 3}\n")
+    cfg = load_config(
+        {"redis": RedisConfig, "worker": WorkerConfig},
+        config_file=f,
+        env={"SENTRI_WORKER__RCV_HWM": "7"},
+        overrides={"redis": {"url": "redis://127.0.0.1:1/0"}},
+    )
+    assert cfg.redis.prefix == "y:" and cfg.redis.url == "redis://127.0.0.1:1/0"
+    assert (cfg.worker.max_batch, cfg.worker.rcv_hwm) == (3, 7)
+    assert cfg.config_file == str(f)
+
+
+def test_one_env_field_of_the_default_provider_merges_with_its_defaults() -> None:
+    from services.analyst.config import AnalystConfig
+
+    cfg = load_section(
+        AnalystConfig,
+        "analyst",
+        env={"GEMINI_API_KEY": "k", "SENTRI_ANALYST__PROVIDER__BASE_URL": "http://127.0.0.1:9"},
+    )
+    assert cfg.provider.type == "gemini" and cfg.provider.base_url == "http://127.0.0.1:9"
+    assert cfg.provider.model == "gemini-2.5-flash"  # the other defaults are kept
+    off = load_section(AnalystConfig, "analyst", env={"SENTRI_ANALYST__PROVIDER__TYPE": "offline"})
+    assert off.provider.type == "offline"
+
+
+def test_gateway_with_a_config_file_reads_its_faces_section(tmp_path, r, keys) -> None:
+    """``sentri gateway --config f.yaml``: the face gallery uses the file's ``faces:``."""
+    from types import SimpleNamespace
+
+    from services.gateway.api.faces import _gallery
+    from services.gateway.config import load_settings
+
+    f = tmp_path / "gw.yaml"
+    f.write_text("faces: {tolerance: 0.41}\n")
+    load_settings(f, env={})
+    gw = SimpleNamespace(r=r, keys=keys, extras={})
+    assert _gallery(gw).config.tolerance == 0.41

@@ -61,7 +61,7 @@ def test_frame_round_trip(jpeg: bytes, client: str, cam: str, seq: int, ts: int,
 
 @settings(max_examples=300)
 @given(st.binary(max_size=2048))
-def test_random_bytes_only_raise_protocol_error(data: bytes) -> None:
+def test_random_bytes_are_refused_with_protocol_error(data: bytes) -> None:
     for decoder in (
         lambda: parse_header(data),
         lambda: decode_frame([data, data]),
@@ -70,10 +70,8 @@ def test_random_bytes_only_raise_protocol_error(data: bytes) -> None:
         lambda: decode_control(data, expect=INGEST_TO_AGENT),
         lambda: jpeg_dimensions(data),
     ):
-        try:
+        with pytest.raises(ProtocolError):  # refused, and nothing but ProtocolError
             decoder()
-        except ProtocolError:
-            pass
 
 
 msgpack_values = st.recursive(
@@ -113,17 +111,20 @@ header_keys = st.sampled_from(
 
 @settings(max_examples=300)
 @given(st.dictionaries(header_keys, msgpack_values, max_size=10))
-def test_random_maps_only_raise_protocol_error(d: dict) -> None:
+def test_random_maps_are_refused_with_protocol_error(d: dict) -> None:
     data = msgpack.packb(d, use_bin_type=True)
-    for decoder in (
-        lambda: parse_header(data),
-        lambda: decode_control(data, expect=AGENT_TO_INGEST),
-        lambda: decode_control(data, expect=INGEST_TO_AGENT),
-    ):
+    required = {"v", "client_id", "camera_id", "seq", "ts", "w", "h", "enc"}
+    checks = [(lambda: parse_header(data), not required <= set(d))]
+    for expect in (AGENT_TO_INGEST, INGEST_TO_AGENT):
+        plausible = d.get("v") == 1 and d.get("type") in expect
+        checks.append((lambda expect=expect: decode_control(data, expect=expect), not plausible))
+    for decoder, must_refuse in checks:
         try:
             decoder()
         except ProtocolError:
-            pass
+            continue
+        # Only a map that has what a valid message needs may get through.
+        assert not must_refuse, f"accepted {d!r}"
 
 
 def _header(**over) -> bytes:
@@ -148,6 +149,10 @@ def _header(**over) -> bytes:
         ({"seq": "1"}, "header_bad_type"),
         ({"w": True}, "header_bad_type"),
         ({"camera_id": "other/cam"}, "bad_camera_id"),
+        ({"camera_id": "cx/cam"}, "bad_camera_id"),  # client "c" may not name "cx/..."
+        ({"camera_id": "c"}, "bad_camera_id"),
+        ({"camera_id": "c/"}, "bad_camera_id"),
+        ({"w": 8193, "h": 48}, "bad_value"),  # above the protocol's largest side
         ({"enc": "png"}, "bad_encoding"),
         ({"w": 0}, "bad_value"),
         ({"motion": 3.0}, "bad_value"),
@@ -177,6 +182,27 @@ def test_oversize_and_broken_jpeg(jpeg: bytes) -> None:
         decode_frame([_header(w=640, h=480), jpeg])  # header lies about the size
     with pytest.raises(ProtocolError, match="header_too_large"):
         parse_header(b"\x00" * 10_000)
+
+
+def test_max_dimension_is_configurable(jpeg: bytes) -> None:
+    with pytest.raises(ProtocolError, match="bad_value"):
+        decode_frame([_header(), jpeg], max_dimension=32)
+    assert decode_frame([_header(), jpeg], max_dimension=64)[0].w == 64
+
+
+def test_the_jpeg_marker_walk_is_bounded(jpeg: bytes) -> None:
+    """A crafted frame of fill bytes / tiny segments before the SOF is refused after a
+    bounded walk (it used to be walked byte by byte: ~0.5 s for 8 MiB)."""
+    i = jpeg.index(b"\xff\xc0")
+    fill = jpeg[:2] + b"\xff" * 100_000 + jpeg[2:]
+    with pytest.raises(ProtocolError, match="no SOF within the first markers"):
+        jpeg_dimensions(fill)
+    com = b"\xff\xfe\x00\x02"  # empty COM segments, 4 bytes each
+    many = jpeg[:i] + com * 1000 + jpeg[i:]
+    with pytest.raises(ProtocolError, match="no SOF within the first markers"):
+        jpeg_dimensions(many)
+    # A realistic header (a handful of segments, a few fill bytes) is fine.
+    assert jpeg_dimensions(jpeg[:i] + com * 20 + b"\xff" * 5 + jpeg[i:]) == (64, 48)
 
 
 def test_topics_never_prefix_match() -> None:

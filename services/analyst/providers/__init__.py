@@ -5,19 +5,24 @@ A provider turns an :class:`~services.analyst.prompt.AnalysisRequest` into a
 circuit breaker and the budget live in the analyser, not here, so every provider
 gets them.  Add one with::
 
-    @register_provider("myvendor")
+    class MyVendorConfig(Section):
+        type: Literal["myvendor"] = Field("myvendor", description="Provider type.")
+
+    @register_provider("myvendor", config=MyVendorConfig)
     class MyProvider(Provider): ...
 
-plus its config model in the ``ProviderConfig`` union of ``services.analyst.config``.
+in one file ``providers/myvendor.py`` (imported at the bottom of this module): the
+config class is registered with the provider and joins ``analyst.provider``'s
+discriminated union (:func:`provider_config_union`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Union
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.analyst.prompt import AnalysisRequest
 from services.analyst.scene import ThreatLevel
@@ -80,17 +85,29 @@ class Provider:
 
 
 PROVIDERS: dict[str, type[Provider]] = {}
+#: provider type -> its config model (a ``Section`` with ``type: Literal[name]``)
+PROVIDER_CONFIGS: dict[str, type[BaseModel]] = {}
 
 
-def register_provider(name: str) -> Callable[[type[Provider]], type[Provider]]:
+def register_provider(
+    name: str, *, config: type[BaseModel]
+) -> Callable[[type[Provider]], type[Provider]]:
     def deco(cls: type[Provider]) -> type[Provider]:
         if name in PROVIDERS and PROVIDERS[name] is not cls:
             raise ValueError(f"provider {name!r} registered twice")
         cls.name = name
         PROVIDERS[name] = cls
+        PROVIDER_CONFIGS[name] = config
         return cls
 
     return deco
+
+
+def provider_config_union() -> Any:
+    """``analyst.provider``'s type: the registered config models, by ``type``."""
+    models = tuple(PROVIDER_CONFIGS.values())
+    union = models[0] if len(models) == 1 else Union[models]  # noqa: UP007
+    return Annotated[union, Field(discriminator="type")]
 
 
 def build_provider(config: Any, *, timeout_s: float) -> Provider:

@@ -12,11 +12,10 @@ import importlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from services.analyst.config import GeminiProviderConfig
 from services.analyst.limits import parse_retry_after, retry_info_delay
 from services.analyst.prompt import SYSTEM_INSTRUCTION, AnalysisRequest
 from services.analyst.providers import (
@@ -27,6 +26,7 @@ from services.analyst.providers import (
     register_provider,
 )
 from services.analyst.scene import SceneAnalysis
+from shared.config import Section
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,48 @@ def _status_outcome(status: int) -> tuple[str, bool]:
     return "client_error", False
 
 
-@register_provider("gemini")
+class GeminiProviderConfig(Section):
+    """Google Gemini through the google-genai SDK."""
+
+    type: Literal["gemini"] = Field("gemini", description="Provider type.")
+    model: str = Field(
+        "gemini-2.5-flash",
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._\-/]+$",
+        description="Gemini model name.",
+    )
+    api_key_env: str = Field(
+        "GEMINI_API_KEY",
+        min_length=1,
+        max_length=128,
+        description="Environment variable holding the API key (read at start).",
+    )
+    api_key_file: str | None = Field(
+        None,
+        description="File holding the API key (e.g. a mounted secret); wins over the env var.",
+    )
+    base_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Override of the API endpoint (a proxy, or a local fake in tests).",
+    )
+    api_version: str = Field(
+        "v1beta", pattern=r"^v[0-9a-z]+$", description="API version path segment."
+    )
+    temperature: float = Field(0.2, ge=0.0, le=2.0, description="Sampling temperature.")
+    max_output_tokens: int = Field(
+        1024, ge=64, le=8192, description="Upper bound of tokens in one answer."
+    )
+    thinking_budget: int | None = Field(
+        0,
+        ge=0,
+        le=24576,
+        description="Thinking tokens for 2.5 models (0 = off, fastest); null = model default.",
+    )
+
+
+@register_provider("gemini", config=GeminiProviderConfig)
 class GeminiProvider(Provider):
     remote = True
 

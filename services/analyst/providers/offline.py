@@ -8,9 +8,14 @@ labelled so nobody mistakes it for an AI description, and it never rates a threa
 
 from __future__ import annotations
 
+from typing import Literal
+
+from pydantic import Field
+
 from services.analyst.prompt import AnalysisRequest
 from services.analyst.providers import Provider, ProviderResult, register_provider
 from services.analyst.scene import SceneContext
+from shared.config import Section
 
 OFFLINE_LABEL = "offline summary — no AI model used"
 
@@ -39,7 +44,13 @@ def offline_summary(ctx: SceneContext, note: str | None = None) -> ProviderResul
     )
 
 
-@register_provider("offline")
+class OfflineProviderConfig(Section):
+    """No model: an honest, clearly labelled summary built from detections and faces."""
+
+    type: Literal["offline"] = Field("offline", description="Provider type.")
+
+
+@register_provider("offline", config=OfflineProviderConfig)
 class OfflineProvider(Provider):
     remote = False
 

@@ -41,6 +41,9 @@ class Backend(ABC):
         self.max_batch: int = MAX_MODEL_BATCH
         #: Frames per call this backend handles best (``detector.max_batch: 0`` uses it).
         self.preferred_batch: int = 1
+        #: The cached export this backend loaded (set by backends that export), so a
+        #: corrupt cache can be thrown away and exported again.
+        self.cached_export: Path | None = None
 
     @property
     def label_map(self) -> LabelMap:

@@ -143,14 +143,13 @@ class OnnxBackend(Backend):
         elif self.model.path.suffix == ".onnx":
             path = str(self.model.path)
         else:
-            path = str(
-                export_model(
-                    self.model.path,
-                    imgsz=self.config.imgsz,
-                    fmt="onnx",
-                    cache_dir=models_dir(self.state_dir),
-                )
+            self.cached_export = export_model(
+                self.model.path,
+                imgsz=self.config.imgsz,
+                fmt="onnx",
+                cache_dir=models_dir(self.state_dir),
             )
+            path = str(self.cached_export)
         providers: list = ["CPUExecutionProvider"]
         on_cuda = self.config.device.startswith("cuda")
         if on_cuda:

@@ -18,14 +18,13 @@ class OpenVinoBackend(UltralyticsBackend):
     def weights_path(self) -> str:
         if self.model.path.name.endswith("_openvino_model"):
             return str(self.model.path)
-        return str(
-            export_model(
-                self.model.path,
-                imgsz=self.config.imgsz,
-                fmt="openvino",
-                cache_dir=models_dir(self.state_dir),
-            )
+        self.cached_export = export_model(
+            self.model.path,
+            imgsz=self.config.imgsz,
+            fmt="openvino",
+            cache_dir=models_dir(self.state_dir),
         )
+        return str(self.cached_export)
 
     def load(self) -> None:
         if importlib.util.find_spec("openvino") is None:

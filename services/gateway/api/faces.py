@@ -45,10 +45,12 @@ def _gallery(gw: GatewayState) -> Any:
     try:
         from services.faces.config import FacesConfig
         from services.faces.gallery import Gallery
-        from shared.config import load_section
+        from shared.config import load_section, process_config_file
     except ImportError as exc:
         raise HTTPException(503, f"face gallery unavailable: {exc}") from None
-    gallery = Gallery(gw.r, gw.keys, load_section(FacesConfig, "faces"))
+    gallery = Gallery(
+        gw.r, gw.keys, load_section(FacesConfig, "faces", config_file=process_config_file())
+    )
     gw.extras["gallery"] = gallery
     return gallery
 

@@ -251,3 +251,22 @@ def test_run_command_reports_ready_joins_and_stops_cleanly_on_sigterm(
     reader.join(5)
     assert any("detector stopped" in ln for ln in lines)
     assert r.zscore(keys.members("detector"), "cli-replica") is None, "left the membership"
+
+
+def test_a_corrupt_cached_export_is_exported_again_not_a_crash_loop(onnx_backend, tmp_path, caplog):
+    """A truncated cached ONNX (a crash or a full disk during a copy) is thrown away
+    and exported again, with one clear log line; the detector then runs."""
+    weights = onnx_backend.model.path
+    cache = tmp_path / "models"
+    cache.mkdir()
+    target = export_path(weights, 640, "onnx", cache)
+    good = Path(onnx_backend.path).read_bytes()
+    target.write_bytes(good[: len(good) // 3])  # truncated
+    with caplog.at_level(logging.WARNING, logger="services.detector.processor"):
+        backend = load_backend(detector_config(backend={"type": "onnx", "lanes": 1}), tmp_path)
+    try:
+        assert "cached model export is corrupt" in caplog.text
+        assert target.stat().st_size > len(good) // 2, "exported again"
+        assert backend.names  # loaded and warmed up
+    finally:
+        backend.close()

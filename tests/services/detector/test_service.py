@@ -324,7 +324,7 @@ def test_broken_jpegs_are_counted_and_processing_continues(
     undecodable = corrupt_huffman(small_bus_jpeg)
     assert jpeg_dimensions(undecodable) == (480, 640)
     assert cv2.imdecode(np.frombuffer(undecodable, np.uint8), cv2.IMREAD_COLOR) is None
-    bomb = claim_size(small_bus_jpeg, 16000, 16000)
+    bomb = claim_size(small_bus_jpeg, 8000, 8000)  # 64 Mpx > detector.max_pixels (40 Mpx)
     sent_seqs: set[int] = set()
 
     def send(jpeg: bytes, w: int, h: int) -> None:
@@ -340,7 +340,9 @@ def test_broken_jpegs_are_counted_and_processing_continues(
         for jpeg, (w, h), reason in (
             (garbage, (640, 480), "bad_jpeg"),
             (undecodable, (640, 480), "bad_jpeg"),
-            (bomb, (16000, 16000), "frame_too_large"),
+            (bomb, (8000, 8000), "frame_too_large"),
+            (bomb, (640, 480), "frame_too_large"),  # the JPEG's own size decides
+            (claim_size(small_bus_jpeg, 16000, 16000), (16000, 16000), "bad_value"),
         ):
             before = invalid_count(reason)
 

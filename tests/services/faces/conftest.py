@@ -3,6 +3,7 @@ dlib models, a real worker runtime fed by a real ZeroMQ PUB socket."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -41,6 +42,22 @@ def two_people_scene() -> np.ndarray:
     return compose([(astronaut_face_bgr(), 1.3, 40, 120), (other_face_bgr(), 0.75, 380, 150)])
 
 
+class CounterView:
+    """The runtime's live counters of a camera, read as attributes (0 when absent)."""
+
+    def __init__(self, runtime: WorkerRuntime, camera_id: str) -> None:
+        self.runtime, self.camera_id = runtime, camera_id
+
+    @property
+    def faces_rejected(self) -> Counter:
+        pre = "faces_rejected:"
+        counters = self.runtime.counters(self.camera_id)
+        return Counter({k[len(pre) :]: v for k, v in counters.items() if k.startswith(pre)})
+
+    def __getattr__(self, name: str) -> float:
+        return self.runtime.counters(self.camera_id).get(name, 0)
+
+
 class FacesWorker:
     """A real WorkerRuntime + FacesProcessor on one registered camera, fed over ZeroMQ."""
 
@@ -48,8 +65,8 @@ class FacesWorker:
         self.runtime, self.processor, self.pub = runtime, processor, pub
         self.camera_id = "lobby/door"
 
-    def stats(self):
-        return self.processor.camera_stats(self.camera_id)
+    def stats(self) -> CounterView:
+        return CounterView(self.runtime, self.camera_id)
 
     def feed_until(
         self,
