@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from services.gateway.api.common import camera_or_404
 from services.gateway.deps import GatewayState, get_state, require_admin, require_user
@@ -98,8 +98,12 @@ def _upsert(gw: GatewayState, camera_id: str, kind: str, item: ZoneRule | LineRu
     store = _store(gw)
     current = store.get(camera_id) or CameraRules()
     items = [x for x in getattr(current, kind) if x.id != item.id] + [item]
-    rules = current.model_copy(update={kind: items})
-    CameraRules.model_validate(rules.model_dump())  # limits (max zones/lines)
+    try:  # the camera's limits (at most 32 zones and 32 lines)
+        rules = CameraRules.model_validate({**current.model_dump(), kind: items})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise HTTPException(422, [{"loc": ["body", *err["loc"]], "msg": err["msg"],
+                                   "type": err["type"]}]) from None  # fmt: skip
     store.put(camera_id, rules)
     return rules
 

@@ -168,3 +168,12 @@ def test_dead_letter_retry_requeues(client, r, keys):
     assert r.zscore(due, "d9") is not None and json.loads(r.hget(items, "d9"))["attempts"] == 0
     assert client.get("/api/notifier/deadletters").json() == []
     assert client.post("/api/notifier/deadletters/d9/retry").status_code == 404
+
+
+def test_too_many_zones_is_422_not_500(client, r, keys):
+    add_client(r, keys, "lab", ("front",))
+    for i in range(32):
+        assert client.post("/api/cameras/lab/front/zones",
+                           json={"id": f"z{i}", "points": SQUARE}).status_code == 200  # fmt: skip
+    resp = client.post("/api/cameras/lab/front/zones", json={"id": "z99", "points": SQUARE})
+    assert resp.status_code == 422 and resp.json()["detail"][0]["loc"][:2] == ["body", "zones"]
