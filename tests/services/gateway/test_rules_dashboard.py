@@ -64,6 +64,8 @@ def test_draw_zone_and_line_then_see_event_and_counter(
     tile = f'.tile[data-camera="{CAM}"]'
     with Frames(publisher):
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        js_errors: list[str] = []
+        page.on("pageerror", lambda exc: js_errors.append(str(exc)))
         try:
             page.goto(srv.url + "/login")
             page.fill("#username", ADMIN)
@@ -158,5 +160,6 @@ def test_draw_zone_and_line_then_see_event_and_counter(
                 '#webhooks tr[data-webhook="hook1"]'
             )
             page.screenshot(path=str(artifacts_dir / "rules-dashboard-page.png"), full_page=True)
+            assert js_errors == []
         finally:
             page.close()
