@@ -268,3 +268,32 @@ def test_garbage_in_the_stream_is_acked_and_the_notifier_keeps_going(
         wait_for(lambda: n.consumer.pending_count() == 0, 10, what="everything acked")
     finally:
         rec.close()
+
+
+def test_events_a_dead_notifier_read_are_taken_over(r, redis_url, keys, port_factory):
+    """At least once: notifier A reads events and dies before handling them; B claims
+    them after claim_idle_s and delivers each exactly once."""
+    port = port_factory()
+    rec = Receiver(port)
+    try:
+        cfg_a = NotifierConfig.model_validate({"webhooks": [hook(port)], "consumer": "a"})
+        a = Notifier(cfg_a, r, connect(redis_url, decode=False), keys)
+        sent = [event() for _ in range(5)]
+        for ev in sent:
+            publish_record(r, keys, "events", ev, maxlen=1000)
+        assert len(a.consumer.read(count=100, block_ms=1000)) == 5  # read, never acked: "dies"
+        cfg_b = NotifierConfig.model_validate(
+            {"webhooks": [hook(port)], "consumer": "b", "claim_idle_s": 0.5}
+        )
+        b = Notifier(cfg_b, r, connect(redis_url, decode=False), keys).start()
+        t = threading.Thread(target=b.run, daemon=True)
+        t.start()
+        try:
+            wait_for(lambda: sum(rec.ids.values()) == 5, 20, what="taken over and delivered")
+            wait_for(lambda: b.consumer.pending_count() == 0, 10, what="all acked")
+            assert rec.ids == Counter({ev["event_id"]: 1 for ev in sent})
+        finally:
+            b.stop()
+            t.join(10)
+    finally:
+        rec.close()
