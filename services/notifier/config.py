@@ -195,6 +195,11 @@ class NotifierConfig(Section):
     claim_idle_s: float = Field(
         30.0, gt=0, le=3600, description="Take over events another notifier left unacked."
     )
+    occupancy_stale_s: float = Field(
+        30.0, gt=0, le=86400,
+        description="MQTT occupancy: a track absent from its camera's latest detections "
+        "this long (its object_left never came: replica killed) stops counting.",
+    )  # fmt: skip
     dead_letters_max: int = Field(
         1000, ge=10, le=1_000_000, description="Dead letters kept (oldest dropped)."
     )

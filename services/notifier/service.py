@@ -8,6 +8,7 @@ crash at any point neither loses a delivery nor queues it twice.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -94,6 +95,8 @@ class Notifier:
         self._burst = BurstLimiter()
         self._classes: dict[str, set[str]] = {}  # camera -> classes announced
         self._lines_published: set[tuple[str, str]] = set()
+        self._occupied: set[tuple[str, str]] = set()  # (camera, class) with tracks in view
+        self._missing: dict[tuple[str, str, str], float] = {}  # -> first seen absent (ms)
         self._rules_version: int | None = None
         self._next_discovery = 0.0
 
@@ -278,6 +281,7 @@ class Notifier:
             pipe.scard(key)
             count = int(pipe.execute()[-1])
             self.mqtt.occupancy(cam, cls, count)
+            self._occupied.add((cam, cls))
         if (
             typ in ("zone_entered", "zone_left")
             and ev.get("zone")
@@ -332,11 +336,52 @@ class Notifier:
         named = self._named(camera_id)
         self.mqtt.announce_camera(camera_id, sorted(known), named["lines"], named["zones"])
 
+    def _reconcile_occupancy(self) -> None:
+        """Tracks whose ``object_left`` never comes (their detector replica was killed)
+        must not keep a sensor ON: a track absent from the camera's latest detections
+        (or the camera has none newer than ``occupancy_stale_s``) at every check during
+        ``occupancy_stale_s`` goes."""
+        assert self.mqtt is not None
+        now_ms = self.clock() * 1000
+        for cam, cls in list(self._occupied):
+            key = self.keys.k("notifier", "occupancy", cam, cls)
+            raw = self.r.get(self.keys.latest("detections", cam))
+            present: set[str] = set()
+            try:
+                rec = json.loads(raw) if raw else None
+                if rec and now_ms - float(rec.get("ts", 0)) <= self.cfg.occupancy_stale_s * 1000:
+                    present = {str(o.get("track_id")) for o in rec.get("objects", ())
+                               if o.get("class") == cls and o.get("track_id") is not None}  # fmt: skip
+            except (ValueError, TypeError, AttributeError):
+                present = set()
+            members = self.r.smembers(key)
+            gone = []
+            for tid in members:
+                k = (cam, cls, tid)
+                if tid in present:
+                    self._missing.pop(k, None)
+                    continue
+                since = self._missing.setdefault(k, now_ms)
+                if now_ms - since >= self.cfg.occupancy_stale_s * 1000:
+                    gone.append(tid)
+                    self._missing.pop(k, None)
+            if gone:
+                pipe = self.r.pipeline()
+                pipe.srem(key, *gone)
+                pipe.scard(key)
+                count = int(pipe.execute()[-1])
+                self.mqtt.occupancy(cam, cls, count)
+                log.info("occupancy corrected: tracks gone without object_left",
+                         extra={"camera_id": cam, "class": cls, "tracks": len(gone)})  # fmt: skip
+            if not members or (gone and len(gone) == len(members)):
+                self._occupied.discard((cam, cls))
+
     def _discovery_tick(self) -> None:
         """Announce cameras from the registry and lines from the rules, when they change."""
         if self.mqtt is None or time.monotonic() < self._next_discovery:
             return
         self._next_discovery = time.monotonic() + self.cfg.mqtt.discovery_refresh_s
+        self._reconcile_occupancy()
         cameras = set(self.r.smembers(self.keys.cameras))
         all_rules = self.rules.all()
         for cam in sorted(cameras | set(all_rules) | set(self._classes)):

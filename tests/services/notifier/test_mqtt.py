@@ -258,3 +258,46 @@ def test_mqtts_with_a_private_ca(tmp_path, port_factory, redis_url, keys, r):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_occupancy_corrected_when_object_left_never_comes(
+    broker, recorder_factory, redis_url, keys, r
+):
+    """The replica that announced a track was killed: no object_left.  A track absent
+    from the camera's latest detections for occupancy_stale_s stops counting."""
+    clock = [1_767_225_600.0]
+    cfg = NotifierConfig.model_validate(
+        {"mqtt": {"url": broker.url, "discovery_refresh_s": 0.5}, "occupancy_stale_s": 30}
+    )
+    rec = recorder_factory(broker)
+    n = Notifier(cfg, r, connect(redis_url, decode=False), keys, clock=lambda: clock[0]).start()
+    try:
+        wait_for(n.mqtt.connected.is_set, 10, what="connected")
+        for tid in (1, 2):
+            n.handle({**event("object_entered", track_id=tid), "id": "0-1"})
+        wait_for(lambda: rec.get("sentri/lab/cam0/person/count") == b"2", 10, what="2 in view")
+
+        def detections(track_ids):
+            r.set(keys.latest("detections", CAM), json.dumps({
+                "type": "detection", "camera_id": CAM, "ts": int(clock[0] * 1000),
+                "objects": [{"class": "person", "track_id": t} for t in track_ids]}))  # fmt: skip
+
+        detections([2, 9])  # track 1 is gone (its replica died), 2 is still there
+        n._reconcile_occupancy()
+        clock[0] += 20
+        detections([2, 9])
+        n._reconcile_occupancy()
+        assert rec.get("sentri/lab/cam0/person/count") == b"2"  # not yet: 20 s < 30 s
+        clock[0] += 15
+        detections([2])
+        n._reconcile_occupancy()
+        wait_for(lambda: rec.get("sentri/lab/cam0/person/count") == b"1", 10, what="corrected")
+        assert rec.get("sentri/lab/cam0/person/occupancy") == b"ON"
+        # The camera stops producing detections altogether: empty after the window.
+        clock[0] += 31
+        n._reconcile_occupancy()
+        clock[0] += 31
+        n._reconcile_occupancy()
+        wait_for(lambda: rec.get("sentri/lab/cam0/person/occupancy") == b"OFF", 10, what="OFF")
+    finally:
+        n.stop()
