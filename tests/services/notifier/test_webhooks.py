@@ -297,3 +297,56 @@ def test_events_a_dead_notifier_read_are_taken_over(r, redis_url, keys, port_fac
             t.join(10)
     finally:
         rec.close()
+
+
+@pytest.mark.faults
+def test_notifier_killed_during_an_outage_loses_nothing(
+    tmp_path, r, redis_url, prefix, keys, port_factory
+):
+    """kill -9 while deliveries wait for a down receiver; a new notifier process sends
+    each event exactly once when the receiver comes up (the queue lives in Redis)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import yaml
+
+    port = port_factory()
+    cfg = tmp_path / "n.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "redis": {"url": redis_url, "prefix": prefix},
+        "notifier": {"consumer": "n", "webhooks": [hook(port, timeout_s=1)]},
+    }))  # fmt: skip
+
+    def start():
+        out = open(tmp_path / "n.log", "ab")  # noqa: SIM115
+        return subprocess.Popen([sys.executable, "-m", "services.notifier", "--config", str(cfg)],
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ})  # fmt: skip
+
+    proc = start()
+    from services.notifier.webhooks import queue_keys
+
+    due, _ = queue_keys(keys, "recv")
+    try:
+        wait_for(lambda: r.exists(keys.k("notifier", "webhooks", "static")), 20, what="started")
+        sent = [event() for _ in range(10)]
+        for ev in sent:
+            publish_record(r, keys, "events", ev, maxlen=1000)
+        wait_for(lambda: r.zcard(due) == 10, 20, what="10 deliveries queued")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        proc = start()
+        rec = Receiver(port)
+        try:
+            wait_for(lambda: sum(rec.ids.values()) >= 10, 60, what="every event delivered")
+            wait_for(lambda: r.zcard(due) == 0, 10, what="queue drained")
+            time.sleep(1)
+            assert rec.ids == Counter({ev["event_id"]: 1 for ev in sent})
+            assert rec.bad_signatures == 0
+        finally:
+            rec.close()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(10)
