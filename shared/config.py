@@ -31,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.ingest_limits import IngestLimits
+
 T = TypeVar("T", bound=BaseModel)
 
 ENV_PREFIX = "SENTRI_"
@@ -147,6 +149,11 @@ class IngestConfig(Section):
         description="Re-read authorized_keys this often, so keys added to a file or directory "
         "are approved without a restart (0 = only at start). Removing a key does not revoke it: "
         "reject it in the dashboard.",
+    )
+
+    limits: IngestLimits = Field(
+        default_factory=IngestLimits,
+        description="Bounds on what agents can make ingest hold (shared/ingest_limits.py).",
     )
 
     @field_validator("authorized_keys", mode="before")

@@ -124,3 +124,17 @@ class Keys:
     def agent_keys(self) -> str:
         """Hash public key (z85) -> JSON {status: pending|approved|rejected, client_id, ...}."""
         return self.k("agent_keys")
+
+    @property
+    def agent_client_keys(self) -> str:
+        """Hash client_id -> the agent key (z85) bound to it."""
+        return self.k("client_keys")
+
+    @property
+    def agent_keys_pending(self) -> str:
+        """Sorted set of pending agent keys by first-seen time (cap and expiry)."""
+        return self.k("agent_keys_pending")
+
+    def agent_key_clients(self, key: str) -> str:
+        """Set of the client ids an agent key holds (the per-key limit)."""
+        return self.k("agent_key_clients", key)

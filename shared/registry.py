@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -26,9 +27,9 @@ from shared.keys import STREAM_COMMANDS, Keys
 INT_FIELDS = {"width", "height", "quality", "frames_in", "bytes_in", "dropped", "camera_count"}
 FLOAT_FIELDS = {
     "fps", "target_fps", "fps_in", "last_frame_ts", "last_seen", "registered_at", "kbps_in",
-    "offline_at",
+    "offline_at", "clock_offset_s",
 }  # fmt: skip
-BOOL_FIELDS = {"streaming", "motion_gate"}
+BOOL_FIELDS = {"streaming", "motion_gate", "clock_skewed"}
 
 COMMAND_TYPES = ("start_streaming", "stop_streaming", "update_streaming_settings")
 
@@ -43,6 +44,40 @@ def health(last_seen: float | None, now: float, stale_after: float, offline_afte
     if age <= offline_after:
         return "stale"
     return "offline"
+
+
+def _num(v: Any) -> float | None:
+    if v is None or v == "" or isinstance(v, bool):
+        return None
+    try:
+        return float(v.decode() if isinstance(v, bytes) else v)
+    except (TypeError, ValueError):
+        return None
+
+
+def client_status(
+    client: Mapping[str, Any], now: float, stale_after: float, offline_after: float
+) -> str:
+    """The one rule for a client's status; every reader (ingest, gateway, CLI) calls it.
+
+    ``client`` is the client's registry hash (raw strings or typed values):
+    ``offline`` once the agent said bye (``offline_at`` at or after its last
+    heartbeat), else online / stale / offline from the time since ``last_seen``.
+    """
+    last_seen = _num(client.get("last_seen"))
+    offline_at = _num(client.get("offline_at"))
+    if offline_at and last_seen and offline_at >= last_seen:
+        return "offline"  # said bye
+    return health(last_seen, now, stale_after, offline_after)
+
+
+def read_client_status(
+    r: redis.Redis, keys: Keys, client_id: str, stale_after: float, offline_after: float
+) -> str:
+    """:func:`client_status` of one client, read from Redis (offline if unknown)."""
+    last_seen, offline_at = r.hmget(keys.client(client_id), "last_seen", "offline_at")
+    fields = {"last_seen": last_seen, "offline_at": offline_at}
+    return client_status(fields, time.time(), stale_after, offline_after)
 
 
 def _s(v: Any) -> str:
@@ -118,9 +153,35 @@ def register_client(
     return cam_ids
 
 
+def add_camera(
+    r: redis.Redis, keys: Keys, client_id: str, camera: dict[str, Any], camera_count: int
+) -> str:
+    """Store one camera that appeared after its client registered (hot-plug).
+
+    Writes only that camera (not the client's whole list) and the client's count.
+    """
+    cam_id = f"{client_id}/{camera['name']}"
+    pipe = r.pipeline()
+    pipe.hset(
+        keys.camera(cam_id), mapping=_flat({"camera_id": cam_id, "client_id": client_id, **camera})
+    )
+    pipe.sadd(keys.cameras, cam_id)
+    pipe.sadd(keys.client_cameras(client_id), cam_id)
+    pipe.hset(keys.client(client_id), "camera_count", str(camera_count))
+    pipe.execute()
+    notify(r, keys, "camera_added", client_id=client_id, camera_id=cam_id)
+    return cam_id
+
+
 def update_camera(r: redis.Redis, keys: Keys, camera_id: str, fields: dict[str, Any]) -> None:
     if r.sismember(keys.cameras, camera_id):
         r.hset(keys.camera(camera_id), mapping=_flat(fields))
+
+
+def update_client(r: redis.Redis, keys: Keys, client_id: str, fields: dict[str, Any]) -> None:
+    """Set fields of a known client (never creates one)."""
+    if r.sismember(keys.clients, client_id):
+        r.hset(keys.client(client_id), mapping=_flat(fields))
 
 
 def touch_client(r: redis.Redis, keys: Keys, client_id: str, now: float | None = None) -> None:
@@ -217,11 +278,7 @@ def get_client(
     if not h:
         return None
     client = _typed(h)
-    client["status"] = health(
-        client.get("last_seen"), now or time.time(), stale_after, offline_after
-    )
-    if client.get("offline_at", 0) >= client.get("last_seen", 0) > 0:
-        client["status"] = "offline"  # said bye
+    client["status"] = client_status(client, now or time.time(), stale_after, offline_after)
     client["cameras"] = list_cameras(r, keys, client_id)
     return client
 

@@ -17,6 +17,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,16 +96,42 @@ def client_socket_options(sock: zmq.Socket, public: str, secret: str, server_pub
 
 # ------------------------------------------------------------- agent key store
 
+#: Bind a client id to a key unless another key holds it or the key is at its limit.
+#: KEYS: bindings hash, the key's client set; ARGV: client_id, key, limit.
+#: Returns 1 (bound, or already bound to this key), 0 (another key holds it),
+#: -1 (this key already holds ``limit`` client ids).
+_BIND_CLIENT = """
+local bound = redis.call('HGET', KEYS[1], ARGV[1])
+if bound == ARGV[2] then
+  redis.call('SADD', KEYS[2], ARGV[1])
+  return 1
+end
+if bound then return 0 end
+if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[3]) then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+
+class ClientLimitReached(Exception):
+    """The key already holds as many client ids as ``clients_per_key`` allows."""
+
 
 class AgentKeyStore:
-    """Agent keys in Redis: hash ``agent_keys`` key -> JSON record, and the binding
-    client_id -> key in hash ``client_keys``."""
+    """Agent keys in Redis: hash ``agent_keys`` key -> JSON record, the binding
+    client_id -> key in hash ``client_keys``, each key's client ids in a set (the
+    per-key limit), and pending keys by first-seen time in a sorted set (cap, expiry).
+    """
 
-    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+    def __init__(self, r: redis.Redis, keys: Keys, *, clients_per_key: int = 1) -> None:
         self.r = r
+        self.keys = keys
         self.hash = keys.agent_keys
-        self.bindings = keys.k("client_keys")
+        self.bindings = keys.agent_client_keys
+        self.pending_index = keys.agent_keys_pending
         self.notify_channel = keys.notify
+        self.clients_per_key = clients_per_key
 
     def get(self, key: str) -> dict[str, Any] | None:
         raw = self.r.hget(self.hash, key)
@@ -116,25 +143,78 @@ class AgentKeyStore:
         rec = self.get(key)
         return rec["status"] if rec else None
 
+    def records(self) -> dict[str, dict[str, Any]]:
+        """Every key's record (one HGETALL; the pending caps bound its size)."""
+        out = {}
+        for key, raw in self.r.hgetall(self.hash).items():
+            try:
+                out[key] = json.loads(raw)
+            except ValueError:
+                continue
+        return out
+
     def _put(self, key: str, rec: dict[str, Any]) -> None:
         self.r.hset(self.hash, key, json.dumps(rec))
 
-    def note_pending(self, key: str, **info: Any) -> dict[str, Any]:
-        """Record an unknown key as pending (idempotent); returns its record."""
+    def note_pending(
+        self, key: str, *, max_pending: int | None = None, announce: bool = True, **info: Any
+    ) -> dict[str, Any] | None:
+        """Record an unknown key as pending (idempotent); returns its record.
+
+        Returns None, recording nothing, when ``max_pending`` keys are pending already.
+        A new key is announced to dashboards unless ``announce`` is false (ingest
+        announces its new keys in coalesced batches, :meth:`announce_pending`).
+        """
         now = time.time()
+        existing = self.get(key)
+        if existing is not None:
+            existing["last_seen"] = now
+            self._put(key, existing)
+            return existing
+        if max_pending is not None and self.r.zcard(self.pending_index) >= max_pending:
+            return None
         rec = {"key": key, "fingerprint": fingerprint(key), "status": "pending",
                "first_seen": now, "last_seen": now, **info}  # fmt: skip
         if self.r.hsetnx(self.hash, key, json.dumps(rec)):
-            self.r.publish(self.notify_channel, json.dumps(
-                {"type": "agent_key_pending", "fingerprint": rec["fingerprint"]}))  # fmt: skip
+            self.r.zadd(self.pending_index, {key: now})
+            if announce:
+                self.announce_pending([rec["fingerprint"]], count=False)
             log.warning(
-                "unknown agent key is pending approval", extra={"fingerprint": rec["fingerprint"]}
+                "unknown agent key is pending approval",
+                extra={"fingerprint": rec["fingerprint"], "source": info.get("source")},
             )
             return rec
-        existing = self.get(key) or rec
-        existing["last_seen"] = now
-        self._put(key, existing)
-        return existing
+        return self.get(key)
+
+    def touch_pending(self, key: str) -> None:
+        """Update a pending key's ``last_seen`` (the agent is still trying)."""
+        rec = self.get(key)
+        if rec is not None and rec.get("status") == "pending":
+            rec["last_seen"] = time.time()
+            self._put(key, rec)
+
+    def announce_pending(self, fingerprints: list[str], *, count: bool = True) -> None:
+        """One dashboard notice for a batch of new pending keys (the newest named)."""
+        if fingerprints:
+            notice: dict[str, Any] = {"type": "agent_key_pending", "fingerprint": fingerprints[-1]}
+            if count:
+                notice["count"] = len(fingerprints)
+            self.r.publish(self.notify_channel, json.dumps(notice))
+
+    def expire_pending(self, ttl_s: float, now: float | None = None) -> list[str]:
+        """Forget pending keys first seen more than ``ttl_s`` ago and never decided."""
+        cutoff = (now or time.time()) - ttl_s
+        old = self.r.zrangebyscore(self.pending_index, "-inf", cutoff, start=0, num=1000)
+        gone = []
+        for key in old:
+            rec = self.get(key)
+            if rec is None or rec.get("status") == "pending":
+                self.r.hdel(self.hash, key)
+                gone.append(key)
+            self.r.zrem(self.pending_index, key)
+        if gone:
+            log.info("expired undecided agent keys", extra={"count": len(gone), "ttl_s": ttl_s})
+        return gone
 
     def set_status(self, key_or_fp: str, status: str, **info: Any) -> dict[str, Any]:
         if status not in STATUSES:
@@ -149,11 +229,12 @@ class AgentKeyStore:
         }
         rec.update(status=status, decided_at=time.time(), **info)
         self._put(key, rec)
+        if status == "pending":
+            self.r.zadd(self.pending_index, {key: rec.get("first_seen") or time.time()})
+        else:
+            self.r.zrem(self.pending_index, key)
         if status != "approved":
-            # A rejected key loses its client_id bindings.
-            for cid, bound in self.r.hgetall(self.bindings).items():
-                if bound == key:
-                    self.r.hdel(self.bindings, cid)
+            self.unbind_key(key)  # a rejected key loses its client_id bindings
         return rec
 
     def approve(self, key_or_fp: str, **info: Any) -> dict[str, Any]:
@@ -161,6 +242,32 @@ class AgentKeyStore:
 
     def reject(self, key_or_fp: str) -> dict[str, Any]:
         return self.set_status(key_or_fp, "rejected")
+
+    def delete(self, key_or_fp: str) -> dict[str, Any] | None:
+        """Forget a key entirely (record, pending entry, bindings); returns its record.
+
+        A deleted key that connects again is an unknown key: pending, refused.
+        """
+        key = self.resolve(key_or_fp)
+        rec = self.get(key) if key else None
+        if key is None or rec is None:
+            return None
+        self.unbind_key(key)
+        pipe = self.r.pipeline()
+        pipe.hdel(self.hash, key)
+        pipe.zrem(self.pending_index, key)
+        pipe.execute()
+        return rec
+
+    def unbind_key(self, key: str) -> list[str]:
+        """Release every client id bound to ``key``; returns them."""
+        freed = [cid for cid, bound in self.r.hgetall(self.bindings).items() if bound == key]
+        pipe = self.r.pipeline()
+        for cid in freed:
+            pipe.hdel(self.bindings, cid)
+        pipe.delete(self.keys.agent_key_clients(key))
+        pipe.execute()
+        return freed
 
     def resolve(self, key_or_fp: str) -> str | None:
         """A key from itself or from its fingerprint."""
@@ -183,62 +290,287 @@ class AgentKeyStore:
         return sorted(out, key=lambda x: x.get("first_seen", 0))
 
     def bind_client(self, client_id: str, key: str) -> bool:
-        """Bind ``client_id`` to ``key`` on first use; False if another key holds it."""
-        if self.r.hsetnx(self.bindings, client_id, key):
-            return True
-        return self.r.hget(self.bindings, client_id) == key
+        """Bind ``client_id`` to ``key`` on first use; False if another key holds it.
+
+        Raises :class:`ClientLimitReached` when the key already holds
+        ``clients_per_key`` other client ids.
+        """
+        res = self.r.eval(
+            _BIND_CLIENT, 2, self.bindings, self.keys.agent_key_clients(key),
+            client_id, key, self.clients_per_key,
+        )  # fmt: skip
+        if int(res) < 0:
+            raise ClientLimitReached(f"key holds {self.clients_per_key} client id(s) already")
+        return int(res) == 1
 
     def key_for_client(self, client_id: str) -> str | None:
         return self.r.hget(self.bindings, client_id)
 
 
-class _KeyCallback:
-    """pyzmq authenticator credentials provider: allow approved keys, note unknown."""
+class _TokenBucket:
+    def __init__(self, per_minute: float, burst: float) -> None:
+        self.rate = per_minute / 60.0
+        self.burst = burst
+        self.tokens = burst
+        self.at = time.monotonic()
 
-    def __init__(self, store: AgentKeyStore, cache_s: float = 1.0) -> None:
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+class _KeyCallback:
+    """pyzmq authenticator credentials provider, answering from memory.
+
+    Statuses come from a snapshot of the key store that :meth:`refresh` re-reads
+    off the ZAP thread.  An approved key in the snapshot passes without a Redis
+    call (so known agents reconnect while Redis is down or stalled).  Any other key
+    gets one fresh look in Redis (an approval counts at once) unless Redis is known
+    to be failing: then it is refused (fail closed).  Unknown keys are queued to be
+    recorded as pending by :meth:`flush_pending`, within caps per source and in
+    total, and refused.
+    """
+
+    def __init__(
+        self,
+        store: AgentKeyStore,
+        cache_s: float = 1.0,
+        *,
+        pending_max: int = 200,
+        pending_per_source: int = 5,
+        pending_per_minute: int = 30,
+        down_backoff_s: float = 2.0,
+    ) -> None:
         self.store = store
         self.cache_s = cache_s
-        self._cache: dict[str, tuple[float, bool]] = {}
+        self.pending_max = pending_max
+        self.pending_per_source = pending_per_source
+        self.down_backoff_s = down_backoff_s
+        self._status: dict[str, str] = {}
+        self._pending_by_source: dict[str, int] = {}
+        self._pending_total = 0
+        self._queue: deque[tuple[str, str | None]] = deque()
+        self._queued: set[str] = set()
+        self._touch: set[str] = set()  # pending keys seen again (last_seen to update)
+        self._total_rate = _TokenBucket(pending_per_minute, max(1, pending_per_minute // 6))
+        self._source_rate: dict[str, _TokenBucket] = {}
+        self._down_until = 0.0
         self._lock = threading.Lock()
+        #: The peer address of the handshake being decided (set by the authenticator).
+        self.source: str | None = None
         self.denied = 0
+        self.refused_pending: dict[str, int] = {"total": 0, "per_source": 0, "rate": 0}
+        self.unavailable = 0
 
+    # ------------------------------------------------------------- ZAP thread
     def callback(self, domain: str, key: bytes) -> bool:
         k = key.decode() if isinstance(key, bytes) else key
         now = time.monotonic()
         with self._lock:
-            hit = self._cache.get(k)
-            if hit and hit[1] and now - hit[0] < self.cache_s:
-                return True  # only approvals are cached: an approval applies at once
+            if self._status.get(k) == "approved":
+                return True
+            down = now < self._down_until
+        if down:  # fail closed: no decision for a key we cannot look up
+            self._deny(unavailable=True)
+            return False
         import redis
 
         try:
             status = self.store.status(k)
-            if status is None:
-                self.store.note_pending(k)
-                status = "pending"
         except redis.RedisError as exc:
-            log.warning("agent key check failed (redis)", extra={"error": str(exc)})
             with self._lock:
-                hit = self._cache.get(k)
-            return bool(hit and hit[1])  # keep known-good agents through a Redis blip
-        ok = status == "approved"
+                self._down_until = now + self.down_backoff_s
+            log.warning("agent key check failed (redis): refused", extra={"error": str(exc)})
+            self._deny(unavailable=True)
+            return False
         with self._lock:
-            self._cache[k] = (now, ok)
-            if not ok:
-                self.denied += 1
-        return ok
+            if status is not None:
+                self._status[k] = status
+                if status == "pending" and len(self._touch) < self.pending_max:
+                    self._touch.add(k)  # its last_seen, written off this thread
+            else:
+                self._queue_pending(k, self.source, now)
+        if status == "approved":
+            return True
+        self._deny()
+        return False
+
+    def _deny(self, unavailable: bool = False) -> None:
+        with self._lock:
+            self.denied += 1
+            if unavailable:
+                self.unavailable += 1
+
+    def _queue_pending(self, key: str, source: str | None, now: float) -> None:
+        """Under the lock: queue an unknown key to be recorded, within the caps."""
+        if key in self._queued:
+            return
+        src = source or "unknown"
+        reason = None
+        if self._pending_total >= self.pending_max:
+            reason = "total"
+        elif self._pending_by_source.get(src, 0) >= self.pending_per_source:
+            reason = "per_source"
+        else:
+            bucket = self._source_rate.get(src)
+            if bucket is None:
+                if len(self._source_rate) > 10_000:
+                    self._source_rate.clear()  # bounded: forget old sources
+                bucket = self._source_rate[src] = _TokenBucket(
+                    self.pending_per_source, self.pending_per_source
+                )
+            if not bucket.take(now) or not self._total_rate.take(now):
+                reason = "rate"
+        if reason is not None:
+            self.refused_pending[reason] += 1
+            return
+        self._queue.append((key, src))
+        self._queued.add(key)
+        self._pending_total += 1
+        self._pending_by_source[src] = self._pending_by_source.get(src, 0) + 1
+
+    # ---------------------------------------------------------- refresher thread
+    def refresh(self) -> None:
+        """Re-read every key's status (raises ``redis.RedisError``)."""
+        import redis
+
+        try:
+            records = self.store.records()
+        except redis.RedisError:
+            with self._lock:
+                self._down_until = time.monotonic() + self.down_backoff_s
+            raise
+        by_source: dict[str, int] = {}
+        pending = 0
+        for rec in records.values():
+            if rec.get("status") == "pending":
+                pending += 1
+                src = str(rec.get("source") or "unknown")
+                by_source[src] = by_source.get(src, 0) + 1
+        with self._lock:
+            self._status = {k: str(rec.get("status")) for k, rec in records.items()}
+            for _key, src in self._queue:  # queued, not yet written
+                pending += 1
+                by_source[src or "unknown"] = by_source.get(src or "unknown", 0) + 1
+            self._pending_total = pending
+            self._pending_by_source = by_source
+            self._down_until = 0.0
+
+    def flush_pending(self) -> list[str]:
+        """Record the queued unknown keys as pending (and the last_seen of pending
+        keys seen again); returns the fingerprints of the new ones."""
+        with self._lock:
+            touch, self._touch = self._touch, set()
+        for key in touch:
+            self.store.touch_pending(key)
+        new = []
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return new
+                key, src = self._queue[0]
+            rec = self.store.note_pending(
+                key, max_pending=self.pending_max, announce=False, source=src
+            )
+            with self._lock:
+                self._queue.popleft()
+                self._queued.discard(key)
+            if rec is not None and rec.get("first_seen") == rec.get("last_seen"):
+                new.append(rec["fingerprint"])
+
+    def approved(self, key: str | None) -> bool:
+        """The snapshot's word on ``key`` (no Redis call)."""
+        with self._lock:
+            return key is not None and self._status.get(key) == "approved"
+
+    def known(self) -> dict[str, str]:
+        with self._lock:
+            return dict(self._status)
 
 
 class CurveAuthenticator:
-    """Runs pyzmq's ZAP authenticator thread on ``ctx`` with the Redis-backed callback."""
+    """pyzmq's ZAP authenticator thread on ``ctx``, deciding from a key cache, and a
+    refresher thread (``sentri-keys``) that keeps that cache current, records pending
+    keys within their caps, coalesces the dashboard notices and expires pending keys
+    never decided."""
 
-    def __init__(self, ctx: zmq.Context, store: AgentKeyStore) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        store: AgentKeyStore,
+        *,
+        refresh_s: float = 1.0,
+        pending_max: int = 200,
+        pending_per_source: int = 5,
+        pending_per_minute: int = 30,
+        pending_ttl_s: float = 86_400.0,
+        notice_s: float = 2.0,
+    ) -> None:
         from zmq.auth.thread import ThreadAuthenticator
 
-        self.provider = _KeyCallback(store)
-        self.auth = ThreadAuthenticator(ctx, log=logging.getLogger("sentri.zap"))
+        provider = self.provider = _KeyCallback(
+            store, pending_max=pending_max, pending_per_source=pending_per_source,
+            pending_per_minute=pending_per_minute,
+        )  # fmt: skip
+
+        class _Auth(ThreadAuthenticator):
+            async def handle_zap_message(self, msg: list[bytes]) -> None:
+                provider.source = msg[3].decode("utf-8", "replace") if len(msg) > 3 else None
+                await super().handle_zap_message(msg)
+
+        self.store = store
+        self.refresh_s = refresh_s
+        self.pending_ttl_s = pending_ttl_s
+        self.notice_s = notice_s
+        self.errors = 0
+        #: Called with the statuses after every successful refresh (ingest unbinds).
+        self.on_refresh: list[Any] = []
+        try:
+            provider.refresh()
+        except Exception as exc:  # Redis down at start: keys are looked up one by one
+            log.warning("agent keys not loaded yet", extra={"error": str(exc)})
+        self.auth = _Auth(ctx, log=logging.getLogger("sentri.zap"))
         self.auth.start()
-        self.auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self.provider)
+        self.auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=provider)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sentri-keys", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        import redis
+
+        fresh: list[str] = []
+        last_notice = 0.0
+        next_expiry = 0.0
+        while not self._stop.wait(min(self.refresh_s, self.notice_s)):
+            try:
+                fresh += self.provider.flush_pending()
+                now = time.monotonic()
+                if fresh and now - last_notice >= self.notice_s:
+                    self.store.announce_pending(fresh)
+                    fresh, last_notice = [], now
+                if now >= next_expiry:
+                    self.store.expire_pending(self.pending_ttl_s)
+                    next_expiry = now + min(60.0, self.pending_ttl_s / 10)
+                self.provider.refresh()
+                statuses = self.provider.known()
+                for hook in list(self.on_refresh):
+                    hook(statuses)
+            except redis.RedisError as exc:
+                self.errors += 1
+                if self.errors == 1 or self.errors % 100 == 0:
+                    log.warning(
+                        "agent key refresh failed (redis)",
+                        extra={"error": str(exc), "failures": self.errors},
+                    )
+            except Exception:
+                log.exception("agent key refresh failed")
 
     def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
         self.auth.stop()

@@ -38,6 +38,9 @@ from shared.redisutil import EmbeddedRedis, connect, free_port  # noqa: E402
 
 ARTIFACTS = ROOT / "test-artifacts"
 
+# Real PostgreSQL and SeaweedFS S3 servers, started only by tests that ask for them.
+pytest_plugins = ["tests.storage_servers"]
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[EmbeddedRedis]:

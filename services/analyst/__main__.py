@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -17,7 +16,7 @@ from shared.config import (
     RedisConfig,
     WorkerConfig,
     format_validation_error,
-    load_section,
+    load_config,
 )
 from shared.logs import setup_logging
 from shared.worker import WorkerRuntime, serve_worker
@@ -61,21 +60,18 @@ def load_configs(
     args: argparse.Namespace, env: dict[str, str] | None = None
 ) -> tuple[GeneralConfig, RedisConfig, WorkerConfig, AnalystConfig]:
     """All sections the analyst needs (raises ConfigError naming the bad field)."""
-    kw: dict[str, Any] = {"config_file": args.config, "env": env}
-    general = load_section(
-        GeneralConfig,
-        "general",
-        overrides={"log_level": args.log_level, "metrics_port": args.metrics_port},
-        **kw,
-    )
-    redis_cfg = load_section(RedisConfig, "redis", overrides={"url": args.redis_url}, **kw)
-    worker = load_section(
-        WorkerConfig,
-        "worker",
-        overrides={"ingest_pub": args.ingest_pub, "replica_id": args.replica_id},
-        **kw,
-    )
-    analyst = load_section(AnalystConfig, "analyst", **kw)
+    cfg = load_config(
+        {"general": GeneralConfig, "redis": RedisConfig, "worker": WorkerConfig,
+         "analyst": AnalystConfig},
+        config_file=args.config,
+        env=env,
+        overrides={
+            "general": {"log_level": args.log_level, "metrics_port": args.metrics_port},
+            "redis": {"url": args.redis_url},
+            "worker": {"ingest_pub": args.ingest_pub, "replica_id": args.replica_id},
+        },
+    )  # fmt: skip
+    general, redis_cfg, worker, analyst = cfg.general, cfg.redis, cfg.worker, cfg.analyst
     if args.provider == "offline" and analyst.provider.type != "offline":
         analyst.provider = OfflineProviderConfig()
     elif args.provider == "gemini" and analyst.provider.type != "gemini":

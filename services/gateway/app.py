@@ -17,8 +17,18 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import start_http_server
 
-from services.gateway.api import agents, cameras, clients, events, faces, rules, system
+from services.gateway.api import (
+    agents,
+    cameras,
+    clients,
+    events,
+    faces,
+    recordings,
+    rules,
+    system,
+)
 from services.gateway.api import auth as auth_api
+from services.gateway.api import storage as storage_api
 from services.gateway.auth import AuthStore, admin_password_banner
 from services.gateway.config import GatewaySettings
 from services.gateway.deps import GatewayState
@@ -126,6 +136,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         events.router,
         faces.router,
         agents.router,
+        recordings.router,
+        storage_api.router,
     ):
         app.include_router(router, responses=COMMON_RESPONSES)
     app.include_router(ws_router)

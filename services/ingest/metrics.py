@@ -52,3 +52,19 @@ REGISTRY_DROPPED = Counter(
     "sentri_ingest_registry_writes_dropped_total",
     "Registry writes discarded because the backlog was full while Redis was down.",
 )
+AGENT_CLOCK_OFFSET = Gauge(
+    "sentri_ingest_agent_clock_offset_seconds",
+    "Estimated agent clock offset: min over a window of (ingest receive - capture time). "
+    "Positive: the agent's clock is behind ingest's.",
+    ["client_id"],
+)
+AGENT_CLOCK_SKEWED = Gauge(
+    "sentri_ingest_agent_clock_skewed",
+    "1 while an agent's clock is off by more than ingest.limits.max_clock_offset_s.",
+    ["client_id"],
+)
+PENDING_KEYS_REFUSED = Gauge(
+    "sentri_ingest_pending_keys_refused",
+    "Unknown agent keys not recorded as pending (caps reached), by cap, since start.",
+    ["cap"],
+)

@@ -67,6 +67,9 @@ class SessionTable:
         session.cameras[camera["name"]] = camera
         self._camera_ids.add(make_camera_id(session.client_id, camera["name"]))
 
+    def all(self) -> list[Session]:
+        return list(self._by_client.values())
+
     def by_routing(self, routing_id: bytes) -> Session | None:
         return self._by_routing.get(routing_id)
 

@@ -156,3 +156,32 @@ def preapprove_key(
     )
     _announce(gw, model)
     return model
+
+
+@router.delete(
+    "/keys/{fingerprint}",
+    response_model=AgentKey,
+    summary="Delete an agent key",
+    responses={404: error_response("No key with that fingerprint.")},
+)
+def delete_key(
+    request: Request, fingerprint: Fingerprint, principal: Principal = Depends(require_admin)
+) -> AgentKey:
+    """Forget a key entirely (e.g. a pending key nobody will decide); its client ids are
+    freed. If the agent connects again, its key is pending again. Returns the record as
+    it was."""
+    gw = get_state(request)
+    store = _store(gw)
+    key = store.resolve(fingerprint)
+    rec = store.delete(key) if key else None
+    if rec is None:
+        raise HTTPException(404, f"no agent key with fingerprint {fingerprint}")
+    model = _model(rec, [])
+    metrics.AGENT_KEY_DECISIONS.labels("deleted").inc()
+    log.warning(
+        "agent key deleted",
+        extra={"fingerprint": model.fingerprint, "user": principal.user, "via": principal.via},
+    )
+    gw.r.publish(gw.keys.notify, json.dumps(
+        {"type": "agent_key_status", "fingerprint": model.fingerprint, "status": "deleted"}))  # fmt: skip
+    return model

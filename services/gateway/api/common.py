@@ -62,9 +62,8 @@ def list_clients(gw: GatewayState) -> list[dict[str, Any]]:
 
 def client_status(gw: GatewayState, client_id: str) -> str:
     ing = gw.settings.ingest
-    last = gw.r.hget(gw.keys.client(client_id), "last_seen")
-    return registry.health(
-        float(last) if last else None, time.time(), ing.stale_after_s, ing.offline_after_s
+    return registry.read_client_status(
+        gw.r, gw.keys, client_id, ing.stale_after_s, ing.offline_after_s
     )
 
 

@@ -90,7 +90,7 @@ def test_docs_page_renders_the_schema_offline(browser, make_server, artifacts_di
         assert "fingerprint" in text and "AgentKey" in text and "404" in text
         page.fill("#docs-filter", "agents/keys")
         visible = page.locator(".docs-op:visible").count()
-        assert visible == 4, visible
+        assert visible == 5, visible  # list, pre-approve, approve, reject, delete
         page.evaluate("window.scrollTo(0, 0)")
         page.screenshot(path=str(artifacts_dir / "gateway-docs.png"))
         # Nothing was fetched from anywhere but the gateway (no CDN, works offline).

@@ -46,6 +46,8 @@ class Agent:
         self.push.setsockopt(zmq.RECONNECT_IVL, 50)
         self.push.connect(f"tcp://127.0.0.1:{frame_port}")
         self.seq: dict[str, int] = {}
+        #: Added to the capture time of every frame: an agent whose clock is off.
+        self.clock_offset_ns = 0
         self.sent_headers: dict[tuple[str, int], bytes] = {}  # exact header bytes sent
 
     def camera_id(self, name: str) -> str:
@@ -82,7 +84,7 @@ class Agent:
         self.seq[name] = seq
         header = FrameHeader(
             client_id=self.client_id, camera_id=self.camera_id(name), seq=seq,
-            ts=time.time_ns(), w=w, h=h,
+            ts=time.time_ns() + self.clock_offset_ns, w=w, h=h,
         )  # fmt: skip
         parts = encode_frame(header, jpeg)
         self.sent_headers[(header.camera_id, seq)] = parts[0]

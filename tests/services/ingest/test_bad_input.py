@@ -23,6 +23,7 @@ from prometheus_client import REGISTRY
 from services.ingest.server import IngestServer
 from shared.config import RedisConfig
 from shared.protocol import MAX_CONTROL_BYTES, FrameHeader
+from shared.redisutil import connect
 from tests.helpers import wait_for
 
 from .conftest import ingest_config
@@ -123,6 +124,13 @@ FRAME_CASES: list[tuple[str, Callable[[Rig], list[bytes]], str]] = [
     ("camera_id_missing", lambda g: [g.header(camera_id=_DELETE), g.jpeg], "header_missing_field"),
     ("unknown_version", lambda g: [g.header(v=99), g.jpeg], "bad_version"),
     ("camera_of_other_client", lambda g: [g.header(camera_id="x/cam1"), g.jpeg], "bad_camera_id"),
+    # client "good" naming "goodx/cam1": a prefix of the client id is not its namespace
+    (
+        "camera_of_prefixed_client",
+        lambda g: [g.header(camera_id="goodx/cam1"), g.jpeg],
+        "bad_camera_id",
+    ),
+    ("camera_without_slash", lambda g: [g.header(camera_id="goodcam1"), g.jpeg], "bad_camera_id"),
     ("oversize_header", lambda g: [g.header(pad="p" * 5000), g.jpeg], "header_too_large"),
     ("random_bytes_as_jpeg", lambda g: [g.header(), bytes(range(256)) * 40], "bad_jpeg"),
     ("truncated_jpeg", lambda g: [g.header(), g.jpeg[: len(g.jpeg) // 2]], "bad_jpeg"),
@@ -176,6 +184,44 @@ def test_bad_control_is_dropped_and_counted(rig: Rig, make, reason) -> None:
     dealer_parts(rig, make(rig))
     wait_for(lambda: rig.server.invalid_count(reason, "control") == before + 1, what=reason)
     assert rig.agent.heartbeat()["type"] == "ack"  # the good agent's session is intact
+    assert_still_streaming(rig)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda g: [g.header(), g.jpeg[: len(g.jpeg) // 2]], lambda g: [g.header(w=g.w + 1), g.jpeg]],
+    ids=["truncated_jpeg", "size_mismatch"],
+)
+def test_invalid_frames_are_counted_per_camera(rig: Rig, make) -> None:
+    """An invalid frame of a registered camera shows in that camera's drop count."""
+    stats = rig.server.stats.get(CAM)
+    before = stats.dropped if stats else 0
+    push_parts(rig, make(rig))
+    wait_for(lambda: rig.server.stats.get(CAM).dropped == before + 1, what="per-camera drop")
+    r = connect(rig.server.redis_cfg.url)
+    try:
+        wait_for(
+            lambda: int(r.hget(rig.server.keys.camera(CAM), "dropped") or 0) == before + 1,
+            what="drop count in the registry",
+        )
+    finally:
+        r.close()
+    assert_still_streaming(rig)
+
+
+def test_unauthorised_frames_are_refused_before_the_jpeg_is_examined(rig: Rig) -> None:
+    """A frame of a camera with no session is dropped on its header: its (broken) JPEG
+    is never walked, so it counts as unregistered, not as bad_jpeg."""
+    before_unreg = rig.server.counters["unregistered"]
+    before_jpeg = rig.server.invalid_count("bad_jpeg")
+    header = msgpack.packb(
+        FrameHeader(client_id="stranger", camera_id="stranger/cam1", seq=1,
+                    ts=time.time_ns(), w=rig.w, h=rig.h).to_dict()
+    )  # fmt: skip
+    junk = b"\xff\xd8" + b"\xff\x01" * 40_000 + b"\xff\xd9"  # marker soup, no SOF
+    push_parts(rig, [header, junk])
+    wait_for(lambda: rig.server.counters["unregistered"] == before_unreg + 1, what="dropped")
+    assert rig.server.invalid_count("bad_jpeg") == before_jpeg
     assert_still_streaming(rig)
 
 

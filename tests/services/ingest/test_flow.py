@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 
 import zmq
 
 from shared import registry
+from shared.protocol import parse_header
 from tests.helpers import wait_for
 
 from .emulators import prime
@@ -59,10 +62,15 @@ def test_frames_of_three_cameras_arrive_in_order_untouched(
         got = [s for s in worker.seqs(cam) if s >= first[name]]  # ignore priming frames
         assert got == list(range(first[name], last[name] + 1)), f"{cam} out of order or lost"
         assert worker.seqs(cam) == sorted(set(worker.seqs(cam)))  # priming frames too
-    # Forwarded byte for byte: the JPEG and the very header bytes the agent sent.
-    for header, raw_header, body in worker.received:
+    # The JPEG forwarded byte for byte; the header is the agent's plus ingest's
+    # receive time ``rx`` (unix ns), stamped after the capture time.
+    before_rx = time.time_ns()
+    for header, _raw, body in worker.received:
         assert body == jpeg
-        assert raw_header == agent.sent_headers[(header.camera_id, header.seq)]
+        sent = parse_header(agent.sent_headers[(header.camera_id, header.seq)])
+        assert sent.rx is None and header.rx is not None
+        assert dataclasses.replace(header, rx=None) == sent
+        assert sent.ts <= header.rx <= before_rx
     stats = server.stats.get("edge1/cam1")
     assert stats is not None and stats.frames_in >= 21 and stats.bytes_in >= 21 * len(jpeg)
 
