@@ -70,12 +70,12 @@ def _fill_events(store, n: int, cameras: int = 50) -> None:
     """n events (half entered, half left of n/2 tracks) straight into the tables."""
     from sqlalchemy import insert
 
-    from shared.eventstore.models import Event, TrackedObject
+    from shared.eventstore.models import Event, Segment, TrackedObject
 
     rnd = random.Random(7)
     labels = ["person", "car", "dog", "bicycle", "truck"]
     t0 = 1_767_225_600_000
-    batch_o, batch_e = [], []
+    batch_o, batch_e, batch_s = [], [], []
     with store.engine.begin() as conn:
         for i in range(n // 2):
             cam = f"site{i % cameras}/cam"
@@ -91,13 +91,20 @@ def _fill_events(store, n: int, cameras: int = 50) -> None:
                                     camera_id=cam, label=label, ts_ms=ts, stream_ms=ts + 5,
                                     stream_seq=k, snapshot_id=None,
                                     data={"type": typ, "camera_id": cam, "ts": ts, "class": label}))  # fmt: skip
+            if i % 10 == 0:  # one object in ten has footage (events mode)
+                batch_s.append(dict(camera_id=cam, start_ms=start - 5000, end_ms=start + 5000,
+                                    key=f"recordings/{i}.mp4", bytes=1, frames=150,
+                                    mode="events", event=True))  # fmt: skip
             if len(batch_e) >= 20_000:
                 conn.execute(insert(TrackedObject), batch_o)
                 conn.execute(insert(Event), batch_e)
-                batch_o, batch_e = [], []
+                conn.execute(insert(Segment), batch_s)
+                batch_o, batch_e, batch_s = [], [], []
         if batch_e:
             conn.execute(insert(TrackedObject), batch_o)
             conn.execute(insert(Event), batch_e)
+        if batch_s:
+            conn.execute(insert(Segment), batch_s)
 
 
 def event_queries(n: int = 1_000_000, queries: int = 300) -> dict:
@@ -116,7 +123,7 @@ def event_queries(n: int = 1_000_000, queries: int = 300) -> dict:
     t0, span = 1_767_225_600_000, n // 2 * 500
 
     def one() -> EventQuery:
-        kind = rnd.randrange(6)
+        kind = rnd.randrange(7)
         mid = t0 + rnd.randrange(span)
         if kind == 0:
             return EventQuery(limit=50)
@@ -128,14 +135,16 @@ def event_queries(n: int = 1_000_000, queries: int = 300) -> dict:
             return EventQuery(since=mid, until=mid + 3_600_000, limit=50)
         if kind == 4:
             return EventQuery(cursor=(mid, 0), limit=50)  # a deep page
-        return EventQuery(camera_id=f"site{rnd.randrange(50)}/cam", type="object_entered",
-                          cursor=(mid, 0), limit=50)  # fmt: skip
+        if kind == 5:
+            return EventQuery(camera_id=f"site{rnd.randrange(50)}/cam", type="object_entered",
+                              cursor=(mid, 0), limit=50)  # fmt: skip
+        return EventQuery(has_clip=True, type="object_entered", cursor=(mid, 0), limit=50)
 
     times = []
     for _ in range(queries):
         q = one()
         s = time.perf_counter()
-        rows, _ = store.list_events(q)
+        rows, _ = store.list_events(q, pre_ms=5000, post_ms=5000)
         times.append((time.perf_counter() - s) * 1000)
     times.sort()
     store.close()

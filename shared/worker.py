@@ -710,6 +710,9 @@ def serve_worker(
     except TimeoutError as exc:
         log.error("redis unreachable", extra={"service": name, "error": str(exc)})
         return 1
+    from shared.storage.snapshots import use_media_snapshots
+
+    use_media_snapshots(runtime)  # snapshots to the media store; Redis keeps only ids
     try:
         start_metrics_server(metrics_port)
         runtime.start()  # the processor loads its models here

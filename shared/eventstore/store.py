@@ -37,6 +37,7 @@ logging.getLogger("alembic").setLevel(logging.WARNING)  # no plugin chatter at e
 _MIGRATE_LOCK = threading.Lock()
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 TRACK_TYPES = ("object_entered", "object_left")
+MAX_SEGMENT_MS = 130_000  # longer than any segment (recorder.segment_s <= 120)
 STREAM_MARGIN_MS = 600_000  # how far an event's stream time may be from its ts (clock skew)
 MAX_ID = 64
 
@@ -155,6 +156,8 @@ class EventStore:
         # Several processes (archiver, recorder, gateway) may open a new database at
         # once: PostgreSQL serialises on an advisory lock; SQLite on its write lock,
         # and a loser retries (the upgrade is then a no-op).
+        with self.engine.connect():
+            pass  # an unreachable database fails now, once, not ten times below
         for attempt in range(10):
             try:
                 with _MIGRATE_LOCK, self.engine.begin() as conn:
@@ -346,6 +349,8 @@ class EventStore:
                 Segment.camera_id == TrackedObject.camera_id,
                 Segment.start_ms < end + post_ms,
                 Segment.end_ms > TrackedObject.start_ms - pre_ms,
+                # Segments are short (recorder.segment_s <= 120 s): a bounded index range.
+                Segment.start_ms > TrackedObject.start_ms - pre_ms - MAX_SEGMENT_MS,
             )
             .exists()
         )
@@ -432,6 +437,18 @@ class EventStore:
                 return None
             faces = self._faces(s, [row[1].object_id])
         return self.event_view(row[0], row[1], faces.get(row[1].object_id, []), row[2])
+
+    def event_camera_ids(self) -> list[str]:
+        """Every camera with stored events (distinct, from the camera index)."""
+        with self.Session() as s:
+            return sorted(s.scalars(select(TrackedObject.camera_id).distinct()))
+
+    def camera_of_snapshot(self, snapshot_id: str) -> str | None:
+        """The camera of the event that references ``snapshot_id`` (None if none)."""
+        with self.Session() as s:
+            return s.scalar(
+                select(Event.camera_id).where(Event.snapshot_id == snapshot_id[:160]).limit(1)
+            )
 
     def newest_stream_id(self) -> tuple[int, int] | None:
         """Stream id of the newest stored event (the archiver's progress), None if empty."""

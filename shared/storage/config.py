@@ -58,6 +58,11 @@ class StorageConfig(Section):
         le=120,
         description="S3 connect/read timeout; an outage fails fast, never blocks.",
     )
+    snapshot_store: Literal["media", "redis"] = Field(
+        "media",
+        description="Where workers put event snapshots: 'media' (the media store; Redis keeps only "
+        "the id -> key pointer) or 'redis' (the JPEG itself, with a TTL: the old behaviour).",
+    )
     database_url: str | None = Field(
         None,
         max_length=2048,

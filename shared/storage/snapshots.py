@@ -146,3 +146,31 @@ def media_snapshot_sink(
     storage = storage or load_section(StorageConfig, "storage")
     state_dir = state_dir or load_section(GeneralConfig, "general").state_dir
     return MediaSnapshotSink(SnapshotWriter(open_media_store(storage, state_dir)), r, keys, ttl_s)
+
+
+def use_media_snapshots(runtime, *, storage=None, state_dir: str | None = None) -> bool:
+    """Point a :class:`~shared.worker.WorkerRuntime`'s one snapshot sink at the media
+    store (``storage.snapshot_store: media``, the default).  Never raises: when the
+    media store cannot be opened the runtime keeps its Redis sink, with a warning."""
+    import atexit
+
+    from shared.config import ConfigError, GeneralConfig, load_section
+    from shared.storage.config import StorageConfig
+    from shared.storage.media import open_media_store
+
+    try:
+        storage = storage or load_section(StorageConfig, "storage")
+        if storage.snapshot_store != "media":
+            return False
+        state_dir = state_dir or load_section(GeneralConfig, "general").state_dir
+        media = open_media_store(storage, state_dir)
+    except (ConfigError, MediaError, OSError) as exc:
+        log.warning("snapshots stay in Redis: media store unavailable", extra={"error": str(exc)})
+        return False
+    old = runtime.snapshots
+    sink = MediaSnapshotSink(SnapshotWriter(media), runtime.redis, runtime.keys, old.ttl_s)
+    runtime.snapshots = sink
+    runtime.events.snapshots = sink  # the event publisher writes through it
+    atexit.register(sink.writer.flush, 5.0)
+    log.info("snapshots go to the media store", extra={"media": media.kind})
+    return True

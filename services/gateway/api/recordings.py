@@ -6,17 +6,21 @@ Clips are served with HTTP Range support (206 Partial Content) so a browser's
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 
+import av
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.api.storage import StorageAccess, get_storage, media_response_headers
-from services.gateway.deps import require_user
+from services.gateway.deps import CameraGuard, camera_scope, require_user
 from services.gateway.models import error_response
 from shared.storage.clips import ClipError
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/api", tags=["recordings"], dependencies=[Depends(require_user)])
 
@@ -89,15 +93,21 @@ def _window(since: int | None, until: int | None) -> tuple[int, int]:
     return since, until
 
 
-@router.get("/recordings", response_model=RecordingsView)
+@router.get(
+    "/recordings",
+    response_model=RecordingsView,
+    responses={404: error_response("Unknown camera (or outside your camera scope).")},
+)
 def recordings(
     request: Request,
     camera_id: str = Query(..., min_length=1, max_length=300),
     since: int | None = Query(None, ge=0, le=MAX_TS_MS, description="Unix ms (default until-24h)."),
     until: int | None = Query(None, ge=0, le=MAX_TS_MS, description="Unix ms (default now)."),
+    guard: CameraGuard = Depends(camera_scope),
 ) -> RecordingsView:
     """The camera's recorded segments and recorded gaps in [since, until]."""
     check_camera_id(camera_id)
+    guard.camera(camera_id)  # out of scope: 404, like an unknown camera
     since, until = _window(since, until)
     access = get_storage(request)
     try:
@@ -124,6 +134,9 @@ def clip_of(access: StorageAccess, camera_id: str, start: int, end: int) -> byte
         return access.clips.get_or_build(access.media, segs)
     except ClipError:
         return None
+    except (OSError, av.error.FFmpegError) as exc:  # e.g. no space for the temp file
+        log.warning("clip not assembled", extra={"camera_id": camera_id, "error": str(exc)[:200]})
+        raise HTTPException(503, "cannot assemble the clip right now (server storage)") from None
 
 
 @router.get(
@@ -141,6 +154,7 @@ def recording_clip(
     request: Request,
     start: int = Query(..., description="Unix ms.", le=MAX_TS_MS),
     end: int = Query(..., description="Unix ms.", le=MAX_TS_MS),
+    guard: CameraGuard = Depends(camera_scope),  # camera_id in the path: checked there
 ) -> Response:
     """Any stretch of a camera's footage (at most ``storage.clip_max_s``) as one MP4."""
     access = get_storage(request)

@@ -16,7 +16,14 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field, ValidationError
 
 from services.gateway.api.common import camera_or_404
-from services.gateway.deps import GatewayState, get_state, require_admin, require_user
+from services.gateway.deps import (
+    CameraGuard,
+    GatewayState,
+    camera_scope,
+    get_state,
+    require_admin,
+    require_user,
+)
 from services.gateway.models import NOT_FOUND
 from services.notifier.config import MIN_SECRET, WebhookConfig
 from services.notifier.webhooks import DeadLetters, WebhookStore
@@ -72,19 +79,24 @@ def _known_camera_or_422(gw: GatewayState, camera_id: str) -> None:
 
 
 @router.get("/api/rules", response_model=dict[str, CameraRules])
-def all_rules(request: Request) -> dict[str, CameraRules]:
-    """Zones and lines of every camera that has any."""
-    return _store(get_state(request)).all()
+def all_rules(
+    request: Request, guard: CameraGuard = Depends(camera_scope)
+) -> dict[str, CameraRules]:
+    """Zones and lines of every camera (in the caller's scope) that has any."""
+    return {c: v for c, v in _store(get_state(request)).all().items() if guard.allows(c)}
 
 
-@router.get(f"{CAM}/rules", response_model=CameraRules, responses=NOT_FOUND)
+SCOPED = [Depends(camera_scope)]  # 404 out of scope; writes need the operator role
+
+
+@router.get(f"{CAM}/rules", response_model=CameraRules, responses=NOT_FOUND, dependencies=SCOPED)
 def camera_rules(camera_id: str, request: Request) -> CameraRules:
     gw = get_state(request)
     camera_or_404(gw, camera_id)
     return _store(gw).get(camera_id) or CameraRules()
 
 
-@router.put(f"{CAM}/rules", response_model=CameraRules, dependencies=[Depends(require_admin)])
+@router.put(f"{CAM}/rules", response_model=CameraRules, dependencies=SCOPED)
 def replace_rules(camera_id: str, body: CameraRules, request: Request) -> CameraRules:
     """Replace all zones and lines of a camera (applied by detectors without a restart)."""
     gw = get_state(request)
@@ -120,7 +132,7 @@ def _remove(gw: GatewayState, camera_id: str, kind: str, item_id: str) -> Camera
     return rules
 
 
-@router.post(f"{CAM}/zones", response_model=CameraRules, dependencies=[Depends(require_admin)])
+@router.post(f"{CAM}/zones", response_model=CameraRules, dependencies=SCOPED)
 def put_zone(camera_id: str, zone: ZoneRule, request: Request) -> CameraRules:
     """Add a zone, or replace the one with the same id."""
     return _upsert(get_state(request), camera_id, "zones", zone)
@@ -128,13 +140,13 @@ def put_zone(camera_id: str, zone: ZoneRule, request: Request) -> CameraRules:
 
 @router.delete(
     CAM + "/zones/{zone_id}", response_model=CameraRules, responses=NOT_FOUND,
-    dependencies=[Depends(require_admin)],
+    dependencies=SCOPED,
 )  # fmt: skip
 def delete_zone(camera_id: str, zone_id: str, request: Request) -> CameraRules:
     return _remove(get_state(request), camera_id, "zones", zone_id)
 
 
-@router.post(f"{CAM}/lines", response_model=CameraRules, dependencies=[Depends(require_admin)])
+@router.post(f"{CAM}/lines", response_model=CameraRules, dependencies=SCOPED)
 def put_line(camera_id: str, line: LineRule, request: Request) -> CameraRules:
     """Add a line, or replace the one with the same id."""
     return _upsert(get_state(request), camera_id, "lines", line)
@@ -142,13 +154,13 @@ def put_line(camera_id: str, line: LineRule, request: Request) -> CameraRules:
 
 @router.delete(
     CAM + "/lines/{line_id}", response_model=CameraRules, responses=NOT_FOUND,
-    dependencies=[Depends(require_admin)],
+    dependencies=SCOPED,
 )  # fmt: skip
 def delete_line(camera_id: str, line_id: str, request: Request) -> CameraRules:
     return _remove(get_state(request), camera_id, "lines", line_id)
 
 
-@router.get(f"{CAM}/counts", response_model=Counts, responses=NOT_FOUND)
+@router.get(f"{CAM}/counts", response_model=Counts, responses=NOT_FOUND, dependencies=SCOPED)
 def line_counts(
     camera_id: str,
     request: Request,

@@ -37,14 +37,15 @@ def _client(redis_url: str, keys: Keys, media, db_url: str, tmp: Path):
     settings = GatewaySettings(
         gateway=GatewayConfig(admin_password=PASSWORD, password_hash_time_cost=1,
                               password_hash_memory_kib=1024,
-                              ingest_pub=f"tcp://127.0.0.1:{free_port()}"),
+                              ingest_pub=f"tcp://127.0.0.1:{free_port()}",
+                              allowed_hosts=["testserver"]),
         redis=RedisConfig(url=redis_url, prefix=keys.prefix),
         general=GeneralConfig(state_dir=str(tmp / "state")),
         ingest=IngestConfig(),
     )  # fmt: skip
     app = create_app(settings)
     app.state.gw.extras["storage"] = access_for(media, db_url, tmp / "media")
-    return TestClient(app, base_url="http://testserver")
+    return TestClient(app, base_url="http://testserver", headers={"Origin": "http://testserver"})
 
 
 def _login(c: TestClient) -> TestClient:
@@ -223,3 +224,20 @@ def test_snapshots_served_from_the_media_store_via_the_redis_pointer(review):
     assert resp.status_code == 200 and resp.content == jpeg
     assert not gw.rb.get(gw.keys.snapshot(sid)).startswith(b"\xff\xd8")
     writer.close()
+
+
+def test_database_down_events_still_listed_from_the_stream(redis_url, keys, r, tmp_path):
+    media = FsMediaStore(tmp_path / "media")
+    dead_db = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
+    for i in range(3):
+        publish_record(r, keys, "events", {"type": "object_entered", "event_id": f"d{i}",
+                       "camera_id": CAM, "ts": 1_700_000_000_000 + i}, maxlen=100)  # fmt: skip
+    with _client(redis_url, keys, media, dead_db, tmp_path) as c:
+        client = _login(c)
+        page = client.get("/api/events").json()
+        assert [e["event_id"] for e in page["events"]] == ["d2", "d1", "d0"]
+        assert client.get("/api/events/d1").json()["event_id"] == "d1"
+        down = client.get("/api/storage")
+        assert down.status_code == 503 and "unavailable" in down.json()["detail"]
+        rec = client.get("/api/recordings", params={"camera_id": CAM})
+        assert rec.status_code == 503

@@ -148,3 +148,11 @@ def test_nul_and_unstorable_values_never_block_the_batch(store):
     assert n >= 2
     assert store.get_event("ok1")["camera_id"] == "cam"
     assert store.get_event("ok2") is not None
+
+
+def test_cameras_and_snapshot_owner(store):
+    store.apply_events(_track("a/1", 1, 1000, entered_ts=1100, sid="snapA"))
+    store.apply_events(_track("b/2", 2, 1000, entered_ts=1200, sid="snapB", n=1))
+    assert store.event_camera_ids() == ["a/1", "b/2"]
+    assert store.camera_of_snapshot("snapB") == "b/2"
+    assert store.camera_of_snapshot("nope") is None

@@ -84,3 +84,29 @@ def test_age_per_camera_recordings_and_events_separately(tmp_path):
     assert media.size(snapshot_key("shor-8")) == 4
     assert store.get_event("long-0-ev") is not None  # 30 days for events
     assert stats["snapshots"] == 8 and stats["events"] == 8
+
+
+def test_min_free_percent_on_a_small_filesystem(tmp_path):
+    import subprocess
+
+    import pytest
+
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)],
+                         capture_output=True)  # fmt: skip
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
+    try:
+        media = FsMediaStore(mnt / "media")
+        store = EventStore(f"sqlite:///{tmp_path / 'e.db'}")
+        _fill(media, store, "cam/x", T0, 50)  # ~3 MB of a 4 MB filesystem
+        cfg = StorageConfig(min_free_percent=50, recordings_retain_days=0)
+        Retention(store, media, cfg).run_once(now_ms=T0 + HOUR)
+        free, total = media.free_space()
+        assert free >= total * 0.5
+        left = store.segments("cam/x", 0, 10**14)
+        assert left and left[-1]["start"] == T0 + 49 * 10_000  # the newest kept
+        assert len(left) < 50
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)

@@ -66,3 +66,36 @@ def test_media_snapshot_sink_keeps_no_jpeg_in_redis(tmp_path, redis_url, keys):
         if rb.type(k) == b"string":
             assert not rb.get(k).startswith(b"\xff\xd8")
     sink.close()
+
+
+def test_runtime_publish_event_puts_the_snapshot_in_the_media_store(tmp_path, redis_config, keys):
+    from shared.config import WorkerConfig
+    from shared.storage import StorageConfig
+    from shared.storage.snapshots import use_media_snapshots
+    from shared.worker import Processor, WorkerRuntime
+
+    class Quiet(Processor):
+        service = "snaptest"
+
+        def process_batch(self, frames) -> None:
+            pass
+
+    runtime = WorkerRuntime(Quiet(), redis_config=redis_config, worker_config=WorkerConfig())
+    storage = StorageConfig(media_dir=str(tmp_path / "media"))
+    assert use_media_snapshots(runtime, storage=storage, state_dir=str(tmp_path))
+    jpeg = b"\xff\xd8" + b"\x10" * 4000
+    assert runtime.publish_event({"type": "object_entered", "camera_id": "c/1", "ts": 1}, jpeg)
+    rb = connect(redis_config.url, decode=False)
+    ev = [f for _i, f in rb.xrange(keys.stream("events"))][-1]
+    import json
+
+    sid = json.loads(ev[b"data"])["snapshot_id"]
+    media = FsMediaStore(tmp_path / "media")
+    wait_for(lambda: media.size(snapshot_key(sid)) == len(jpeg), 20)
+    assert rb.get(keys.snapshot(sid)) == snapshot_key(sid).encode()  # the pointer only
+    for k in rb.scan_iter(match=keys.prefix + "*"):
+        if rb.type(k) == b"string":
+            assert not rb.get(k).startswith(b"\xff\xd8"), k
+    # `redis` keeps the old behaviour.
+    assert not use_media_snapshots(runtime, storage=StorageConfig(snapshot_store="redis"))
+    runtime.redis.close()
