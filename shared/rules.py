@@ -60,8 +60,9 @@ class ZoneRule(_Model):
     id: RuleId = Field(description="Stable id within the camera (letters, digits, _ and -).")
     name: str = Field("", max_length=80, description="Label shown in the dashboard and HA.")
     points: list[tuple[Coord, Coord]] = Field(
-        min_length=3, max_length=64, description="Polygon corners [[x, y], ...], 0..1, y down."
-    )
+        min_length=3, max_length=64, description="Polygon corners [[x, y], ...], 0..1, y down.",
+        examples=[[[0.2, 0.5], [0.8, 0.5], [0.8, 0.95], [0.2, 0.95]]],
+    )  # fmt: skip
     classes: list[ClassName] = Field(
         default_factory=list, max_length=32, description="Classes the zone reacts to (empty: all)."
     )
@@ -93,8 +94,9 @@ class LineRule(_Model):
     id: RuleId = Field(description="Stable id within the camera.")
     name: str = Field("", max_length=80, description="Label shown in the dashboard and HA.")
     points: list[tuple[Coord, Coord]] = Field(
-        min_length=2, max_length=2, description="The two end points [[x, y], [x, y]], 0..1."
-    )
+        min_length=2, max_length=2, description="The two end points [[x, y], [x, y]], 0..1.",
+        examples=[[[0.0, 0.6], [1.0, 0.6]]],
+    )  # fmt: skip
     classes: list[ClassName] = Field(
         default_factory=list, max_length=32, description="Classes counted (empty: all)."
     )

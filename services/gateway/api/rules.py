@@ -126,7 +126,7 @@ def _remove(gw: GatewayState, camera_id: str, kind: str, item_id: str) -> Camera
     current = store.get(camera_id) or CameraRules()
     items = [x for x in getattr(current, kind) if x.id != item_id]
     if len(items) == len(getattr(current, kind)):
-        raise HTTPException(404, f"no {kind[:-1]} {item_id!r} on camera {camera_id!r}")
+        return current  # already gone: DELETE is idempotent
     rules = current.model_copy(update={kind: items})
     store.put(camera_id, rules)
     return rules
