@@ -420,13 +420,18 @@ class RuleEngine:
             )  # fmt: skip
         state.side, state.anchor = side, p
 
-    def tick(self, t: float) -> list[dict[str, Any]]:
-        """Time-driven events: loitering, and leaving for tracks unseen too long."""
+    def tick(self, t: float, *, forget: bool = True) -> list[dict[str, Any]]:
+        """Time-driven events: loitering, and leaving for tracks unseen too long.
+
+        ``forget=False`` (between processed frames): loitering only, for tracks seen
+        within ``forget_after_s``; a track is declared lost only by a processed frame
+        that no longer shows it (frames may be processed seconds apart)."""
         events: list[dict[str, Any]] = []
         zones = {z.id: z for z in self.rules.zones}
         for tid, tr in list(self.tracks.items()):
             if t - tr.last_seen > self.forget_after_s:
-                events.extend(self._forget(tid, tr, zones, "lost"))
+                if forget:
+                    events.extend(self._forget(tid, tr, zones, "lost"))
                 continue
             for zid, visit in tr.zones.items():
                 zone = zones.get(zid)
@@ -546,16 +551,18 @@ class RulesRuntime:
         return events
 
     def tick(self) -> list[dict[str, Any]]:
-        """For cameras that stopped sending frames: loitering and ``lost`` on time.
+        """Between processed frames: loitering on time.
 
         A camera's time runs on from its last frame time by the local clock, so the
-        agents' clocks never have to agree with this one."""
+        agents' clocks never have to agree with this one.  Tracks are not declared
+        lost here: under overload or motion gating frames are processed seconds
+        apart while the objects are still there."""
         events: list[dict[str, Any]] = []
         now = self.clock()
         for cam, engine in self.engines.items():
             if cam in self._last and engine.tracks:
                 t, at = self._last[cam]
-                events += engine.tick(t + (now - at))
+                events += engine.tick(t + (now - at), forget=False)
         self.emit(events)
         return events
 

@@ -233,22 +233,27 @@ def test_seed_from_yaml_does_not_overwrite_dashboard_edits(r, keys):
     assert store.get("a/0").zones
 
 
-def test_runtime_tick_leaves_zones_of_a_camera_that_stopped(r, keys):
-    """No more frames: the camera's time runs on by the local clock (not the agent's)."""
+def test_runtime_tick_fires_loitering_between_frames_but_never_forgets(r, keys):
+    """Frames processed seconds apart (overload, motion gating): loitering comes on
+    time by the local clock (not the agent's); only a processed frame without the
+    track declares it lost."""
     out, clock = [], [500.0]
     rt = RulesRuntime(r, keys, out.append, RulesConfig(forget_after_s=2.0), clock=lambda: clock[0])
     RulesStore(r, keys).put("c/0", CameraRules(zones=[DRIVE.model_copy(update={"loiter_s": 1})]))
-    # Frame times from an agent whose clock is far from ours.
-    rt.apply({"camera_id": "c/0", "ts": 5_000, "objects": [
-        {"class": "person", "track_id": 1, "box": [0.35, 0.2, 0.45, 0.4]}]})  # fmt: skip
+    seen = {"class": "person", "track_id": 1, "box": [0.35, 0.2, 0.45, 0.4]}
+    rt.apply({"camera_id": "c/0", "ts": 5_000, "objects": [seen]})  # agent clock: 5 s
     assert [e["type"] for e in out] == ["zone_entered"]
     clock[0] += 1.5
     rt.tick()
     assert [e["type"] for e in out] == ["zone_entered", "loitering"]
-    clock[0] += 1.0  # 2.5 s since the last sighting
+    clock[0] += 10.0  # no frame for 10 s: still in the zone
     rt.tick()
-    assert [e["type"] for e in out][-1] == "zone_left" and out[-1]["reason"] == "lost"
-    assert out[-1]["ts"] == 5_000
+    assert [e["type"] for e in out] == ["zone_entered", "loitering"]
+    rt.apply({"camera_id": "c/0", "ts": 16_000, "objects": [seen]})  # still there
+    assert [e["type"] for e in out] == ["zone_entered", "loitering"]
+    rt.apply({"camera_id": "c/0", "ts": 19_000, "objects": []})  # a frame without it
+    assert out[-1]["type"] == "zone_left" and out[-1]["reason"] == "lost"
+    assert out[-1]["dwell_s"] == 11.0  # 5 s .. 16 s, its last sighting
 
 
 _pts = st.lists(st.tuples(st.floats(0.05, 0.95), st.floats(0.05, 0.95)), min_size=1, max_size=60)
