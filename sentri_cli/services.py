@@ -38,6 +38,8 @@ SERVICES: tuple[Service, ...] = (
     Service("detector", "services.detector", TIER_WORKER, ("ultralytics", "torch"), "YOLO object detection + tracking worker"),
     Service("faces", "services.faces", TIER_WORKER, ("face_recognition", "dlib"), "face recognition worker; `sentri faces add NAME photo.jpg` enrols"),
     Service("analyst", "services.analyst", TIER_WORKER, (), "Gemini scene analysis worker (offline summaries without a key)"),
+    Service("recorder", "services.recorder", TIER_WORKER, ("av",), "H.264 segments per camera into the media store (events or continuous)"),
+    Service("archiver", "services.archiver", TIER_WORKER, ("sqlalchemy",), "event history: the events stream into the event store; retention"),
     Service("gateway", "services.gateway", TIER_GATEWAY, (), "REST API, websockets and the web dashboard"),
 )  # fmt: skip
 

@@ -138,3 +138,9 @@ class Keys:
     def agent_key_clients(self, key: str) -> str:
         """Set of the client ids an agent key holds (the per-key limit)."""
         return self.k("agent_key_clients", key)
+
+    # --- audit (gateway) ------------------------------------------------------
+    @property
+    def audit(self) -> str:
+        """Stream of audit records (logins, account/token changes, decisions, toggles)."""
+        return self.k("audit")

@@ -70,7 +70,8 @@ def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
         children = psutil.Process(proc.pid).children(recursive=True)
         names = " ".join(" ".join(c.cmdline()) for c in children)
         for part in ("services.ingest", "services.detector", "services.faces", "services.analyst",
-                     "services.gateway", "edge_agent", "redis-server"):  # fmt: skip
+                     "services.recorder", "services.archiver", "services.gateway", "edge_agent",
+                     "redis-server"):  # fmt: skip
             assert part in names, f"{part} not running under sentri up"
         # Every direct child leads its own process group: Ctrl-C in the terminal reaches
         # only `sentri up`, which then stops them in order.
@@ -132,6 +133,8 @@ def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
     assert code == 0, output[-3000:]
     assert "security=curve" in output and "--server-key" in output
     # Stopped in order (agent, workers, gateway, ingest, Redis last), nothing left over.
-    assert "order=edge-demo,detector,faces,analyst,gateway,ingest,redis" in output, output[-3000:]
+    assert (
+        "order=edge-demo,detector,faces,analyst,recorder,archiver,gateway,ingest,redis" in output
+    ), output[-3000:]
     assert not runtime.exists(), "runtime.json left behind after a clean stop"
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

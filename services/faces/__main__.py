@@ -62,6 +62,16 @@ def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     )
 
 
+def _person_name(value: str) -> str:
+    """argparse type: a valid gallery name (the same rule as the API and the gallery)."""
+    from services.faces.gallery import GalleryError, validate_name
+
+    try:
+        return validate_name(value)
+    except GalleryError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sentri faces",
@@ -98,7 +108,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add = sub.add_parser("add", help="enrol a person from one or more photos")
     _common(add, suppress=True)
-    add.add_argument("name", help="person's name (1-64 printable characters)")
+    add.add_argument(
+        "name",
+        type=_person_name,
+        help="person's name (1-64 letters, digits, _ and inner spaces . , ' -)",
+    )
     add.add_argument("photos", nargs="+", type=Path, help="photos showing the person's face")
 
     ls = sub.add_parser("list", help="list enrolled people")
@@ -112,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     mv = sub.add_parser("rename", help="rename a person")
     _common(mv, suppress=True)
     mv.add_argument("old")
-    mv.add_argument("new")
+    mv.add_argument("new", type=_person_name)
 
     bench = sub.add_parser("bench", help="time detection + encoding (no Redis needed)")
     _common(bench, suppress=True)
@@ -126,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     if not any(a in COMMANDS for a in argv) and not any(a in ("-h", "--help") for a in argv):
         argv = ["run", *argv]
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # usage errors (a bad name, ...) print their message, exit 2
+        if not exc.code:
+            raise  # --help
+        return int(exc.code)
     command = args.command or "run"
     try:
         return _dispatch(command, args)

@@ -11,15 +11,16 @@ Enrolment rules (what users see as errors, with :attr:`GalleryError.status`):
 
 * 413 photo larger than ``max_upload_bytes`` or ``max_upload_pixels``;
 * 415 not a JPEG/PNG/WebP/BMP/GIF/TIFF image;
-* 400 bad name, no photo or too many, no face found, several faces of similar size
+* 422 bad name (see :data:`NAME_PATTERN`), naming the field;
+* 400 no photo or too many, no face found, several faces of similar size
   (the photo must show one person: when other faces are clearly smaller, e.g.
   people in the background, the largest face is used; detections scoring below
   ``ENROLL_MIN_SCORE`` are ignored as spurious), or the face fails the
   quality gate (smaller than ``min_face_px`` or blurrier than ``min_sharpness``).
 
 A request is all-or-nothing: one bad photo rejects it and nothing is stored.
-Names are 1..64 printable characters (surrounding spaces are trimmed; ``unknown``
-is reserved for unrecognised faces) and are case-sensitive.
+Names are 1..64 characters matching :data:`NAME_PATTERN` (surrounding spaces are
+trimmed; ``unknown`` is reserved for unrecognised faces) and are case-sensitive.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import io
 import json
 import logging
 import math
+import re
 import threading
 import time
 import warnings
@@ -45,6 +47,11 @@ from shared.logs import BurstLimiter
 log = logging.getLogger(__name__)
 
 NAME_MAX_CHARS = 64
+#: What a person's name may contain: letters and digits of any script, ``_``, and the
+#: separators ``space . , ' -`` after a first letter or digit.  No ``/``, ``\\``, ``%``,
+#: ``?``, ``#``: a name is a URL path segment and a log field, and must stay reachable.
+NAME_PATTERN = r"^\w[\w .,'-]*$"
+_NAME_RE = re.compile(NAME_PATTERN)
 RESERVED_NAMES = frozenset({"unknown"})
 ENCODING_DIM = 128
 #: Enrolment photos are scaled so their longer side is at most this before detection.
@@ -73,19 +80,23 @@ def version_key(keys: Keys) -> str:
     return keys.k("gallery", "version")
 
 
-def validate_name(name: Any) -> str:
-    """The trimmed name, or :class:`GalleryError` (400)."""
+def validate_name(name: Any, field: str = "name") -> str:
+    """The trimmed name, or :class:`GalleryError` (422, naming ``field``)."""
     if not isinstance(name, str):
-        raise GalleryError("name must be a string")
+        raise GalleryError(f"{field} must be a string", 422)
     name = name.strip()
     if not name:
-        raise GalleryError("name must not be empty")
+        raise GalleryError(f"{field} must not be empty", 422)
     if len(name) > NAME_MAX_CHARS:
-        raise GalleryError(f"name is longer than {NAME_MAX_CHARS} characters")
-    if not name.isprintable():
-        raise GalleryError("name must contain printable characters only")
+        raise GalleryError(f"{field} is longer than {NAME_MAX_CHARS} characters", 422)
+    if not _NAME_RE.match(name):
+        raise GalleryError(
+            f"{field} may contain only letters, digits, '_' and (after the first character) "
+            "spaces and . , ' - (no '/')",
+            422,
+        )
     if name.casefold() in RESERVED_NAMES:
-        raise GalleryError(f"{name!r} is reserved")
+        raise GalleryError(f"{field}: {name!r} is reserved", 422)
     return name
 
 
@@ -346,7 +357,7 @@ class Gallery:
     def rename(self, old: str, new: str) -> dict[str, Any]:
         """Rename a person: 404 if ``old`` is unknown, 409 if ``new`` exists, 400 bad name."""
         old = old.strip() if isinstance(old, str) else old
-        new = validate_name(new)
+        new = validate_name(new, "new_name")
 
         def write(pipe: Any) -> dict[str, Any]:
             raw = pipe.hget(self.keys.gallery, old)

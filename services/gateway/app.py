@@ -10,26 +10,34 @@ from pathlib import Path
 from wsgiref.simple_server import WSGIServer
 
 import redis
-import redis.asyncio as aredis
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import start_http_server
 
-from services.gateway.api import agents, cameras, clients, events, faces, recordings, system
+from services.gateway.api import (
+    agents,
+    cameras,
+    clients,
+    events,
+    faces,
+    recordings,
+    system,
+    users,
+)
 from services.gateway.api import auth as auth_api
 from services.gateway.api import storage as storage_api
-from services.gateway.auth import AuthStore, admin_password_banner
+from services.gateway.auth import AuthStore, PasswordChecks, admin_password_banner
 from services.gateway.config import GatewaySettings
-from services.gateway.deps import GatewayState
+from services.gateway.deps import GatewayState, allowed_host_names
 from services.gateway.hub import Hub
 from services.gateway.live import LiveFrames
 from services.gateway.models import COMMON_RESPONSES
 from services.gateway.security import BodyLimit, RequestMetrics, SecurityHeaders
 from services.gateway.ws import router as ws_router
 from shared.keys import Keys
-from shared.redisutil import connect
+from shared.redisutil import connect, connect_async
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +75,10 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     live = LiveFrames(
         cfg.ingest_pub, linger_s=cfg.live_linger_s, max_jpeg_bytes=cfg.live_max_frame_bytes
     )
-    gw = GatewayState(settings=settings, keys=keys, r=r, rb=rb, auth=auth, live=live)
+    checks = PasswordChecks(cfg.login_check_workers, cfg.login_max_pending_checks)
+    gw = GatewayState(
+        settings=settings, keys=keys, r=r, rb=rb, auth=auth, live=live, password_checks=checks
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,10 +90,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             # Printed once, to stdout only (never through the log pipeline).
             print(admin_password_banner(cfg.admin_user, generated, path), flush=True)
             log.warning("admin account created; password printed above", extra={"file": path})
-        metrics_server = start_metrics_listener(settings)
-        ar = aredis.Redis.from_url(
-            settings.redis.url, decode_responses=True, socket_connect_timeout=5
+        log.info(
+            "dashboard host names (cookie requests)",
+            extra={"allowed_hosts": sorted(allowed_host_names(settings))},
         )
+        metrics_server = start_metrics_listener(settings)
+        ar = connect_async(settings.redis.url)  # bounded: no call hangs forever
         hub = Hub(keys, live, ar)
         gw.hub = hub
         live.start(asyncio.get_running_loop())
@@ -96,6 +109,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 await asyncio.wait_for(ar.aclose(), 3)
             except (TimeoutError, redis.RedisError, OSError):
                 log.warning("async redis close timed out")
+            checks.shutdown()
             r.close()
             rb.close()
             if metrics_server is not None:
@@ -128,6 +142,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         agents.router,
         recordings.router,
         storage_api.router,
+        users.router,
     ):
         app.include_router(router, responses=COMMON_RESPONSES)
     app.include_router(ws_router)

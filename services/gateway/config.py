@@ -57,6 +57,15 @@ class GatewayConfig(Section):
     login_window_s: int = Field(
         60, ge=1, le=86400, description="Window of the login failure counter (seconds)."
     )
+    login_check_workers: int = Field(
+        2, ge=1, le=64,
+        description="Password checks (argon2) running at once, on their own threads; each "
+        "uses password_hash_memory_kib of memory.",
+    )  # fmt: skip
+    login_max_pending_checks: int = Field(
+        32, ge=1, le=10_000,
+        description="Password checks allowed to wait for a worker; more logins get 503.",
+    )  # fmt: skip
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, le=512 * 1024 * 1024,
         description="Largest request body; larger requests get 413.",
@@ -65,6 +74,27 @@ class GatewayConfig(Section):
         8 * 1024 * 1024, ge=1024, le=256 * 1024 * 1024,
         description="Largest single uploaded face image; larger gets 413.",
     )  # fmt: skip
+    credential_recheck_s: float = Field(
+        2.0, gt=0, le=60,
+        description="Long-lived connections (websocket, MJPEG) check their session or token "
+        "again this often and close once it was revoked, logged out, its password changed "
+        "or its user disabled or deleted.",
+    )  # fmt: skip
+    audit_max_entries: int = Field(
+        100_000, ge=100, le=10_000_000,
+        description="Audit records kept in Redis (oldest trimmed first).",
+    )  # fmt: skip
+    audit_retention_days: float = Field(
+        90, gt=0, le=3650, description="Audit records older than this are trimmed."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Host names browsers may use to reach the dashboard (the Host header of "
+        "cookie-authenticated requests; others get 403, against DNS rebinding). Empty = the "
+        "bind address (host), localhost and 127.0.0.1 (bound to 0.0.0.0/::, also this "
+        "machine's host name and its addresses). List the names/IPs you browse to.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
         description="Origins allowed by CORS (empty = no cross-origin access, the default).",

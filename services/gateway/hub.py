@@ -26,6 +26,7 @@ import json
 import logging
 import struct
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -145,6 +146,8 @@ class Connection:
         self.cameras: set[str] = set()
         self.sent: dict[str, int] = {}
         self.closed = asyncio.Event()
+        # Scope hook, set by ws.py: may this connection receive (kind, data, camera_id)?
+        self.allows: Callable[[str, dict[str, Any], str | None], bool] = lambda *_: True
 
     async def sender(self) -> None:
         """Drain the buffer into the socket; close the socket if one send blocks too long."""
@@ -226,6 +229,8 @@ class Hub:
     def broadcast(self, kind: str, data: dict[str, Any], camera_id: str | None = None) -> None:
         text = json.dumps({"type": kind, "data": data}, separators=(",", ":"))
         for conn in self.connections:
+            if not conn.allows(kind, data, camera_id):
+                continue
             if kind == "distributed_detection_update" and camera_id:
                 conn.buffer.put_latest(kind, camera_id, text)
             else:
@@ -282,7 +287,8 @@ class Hub:
             return
         text = stream_message_text(kind, entry)
         for conn in self.connections:
-            conn.buffer.put(kind, text)
+            if conn.allows(kind, {}, camera_id):  # scope hook (ws.py)
+                conn.buffer.put(kind, text)
 
     def _on_notify(self, data: dict[str, Any]) -> None:
         """Agent key notices go out as their own message types (only their fingerprint and

@@ -48,3 +48,11 @@ AGENT_KEY_DECISIONS = Counter(
     "Agent key approvals and rejections made through the API.",
     ["decision"],
 )
+MJPEG_REVOKED = Counter(
+    "sentri_gateway_mjpeg_revoked_total",
+    "MJPEG streams ended because their credentials were revoked or their scope changed.",
+)
+WS_REVOKED = Counter(
+    "sentri_gateway_ws_revoked_total",
+    "Websockets closed because their credentials were revoked.",
+)

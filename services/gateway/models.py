@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.gateway.roles import validate_patterns
 
 Service = Literal["detector", "faces", "analyst"]
 Health = Literal["online", "stale", "offline"]
@@ -129,13 +131,40 @@ class LoginRequest(Strict):
     password: str = Field(min_length=1, max_length=1024)
 
 
+Role = Literal["admin", "operator", "viewer"]
+USERNAME_PATTERN = r"^[A-Za-z0-9_.@-]+$"
+MIN_PASSWORD_CHARS = 12
+CAMERAS_DESCRIPTION = (
+    "Camera scope: `*` (every camera), camera ids (`shop/door`) and client ids (`shop`: "
+    "all its cameras); `*` inside a pattern matches any characters (`shop-*`, `lab/cam*`). "
+    "Ignored for admins, who always see every camera."
+)
+
+
+def _check_cameras(value: list[str] | None) -> list[str] | None:
+    return None if value is None else validate_patterns(value)
+
+
 class Me(Strict):
     user: str
     via: Literal["session", "token"]
+    role: Role = "admin"
+    cameras: list[str] = Field(default_factory=lambda: ["*"], description=CAMERAS_DESCRIPTION)
 
 
 class TokenCreate(Strict):
     name: str = Field(min_length=1, max_length=64, description="What the token is for.")
+    role: Role | None = Field(
+        None, description="Narrower role than the owner's (default: the owner's role)."
+    )
+    cameras: list[str] | None = Field(
+        None,
+        max_length=64,
+        description="Narrower camera scope, inside the owner's (default: the owner's scope). "
+        + CAMERAS_DESCRIPTION,
+    )
+
+    _cameras = field_validator("cameras")(_check_cameras)
 
 
 class TokenInfo(Strict):
@@ -144,6 +173,8 @@ class TokenInfo(Strict):
     user: str
     created: float
     last_used: float | None = None
+    role: Role | None = Field(None, description="Role cap of this token (None: the owner's).")
+    cameras: list[str] | None = Field(None, description="Scope of this token (None: the owner's).")
 
 
 class TokenCreated(TokenInfo):
@@ -152,7 +183,64 @@ class TokenCreated(TokenInfo):
 
 class PasswordChange(Strict):
     current_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=8, max_length=1024)
+    new_password: str = Field(min_length=MIN_PASSWORD_CHARS, max_length=1024)
+
+
+# --------------------------------------------------------------------- users
+class UserCreate(Strict):
+    username: str = Field(min_length=1, max_length=64, pattern=USERNAME_PATTERN)
+    password: str = Field(
+        min_length=MIN_PASSWORD_CHARS, max_length=1024, description="At least 12 characters."
+    )
+    role: Role = Field(description="admin, operator or viewer.")
+    cameras: list[str] = Field(
+        default_factory=lambda: ["*"], max_length=64, description=CAMERAS_DESCRIPTION
+    )
+
+    _cameras = field_validator("cameras")(_check_cameras)
+
+
+class UserUpdate(Strict):
+    password: str | None = Field(
+        None,
+        min_length=MIN_PASSWORD_CHARS,
+        max_length=1024,
+        description="New password; ends every session of the user.",
+    )
+    role: Role | None = None
+    cameras: list[str] | None = Field(None, max_length=64, description=CAMERAS_DESCRIPTION)
+    disabled: bool | None = Field(
+        None, description="A disabled user cannot log in; its sessions and tokens stop at once."
+    )
+
+    _cameras = field_validator("cameras")(_check_cameras)
+
+
+class UserInfo(Strict):
+    username: str
+    role: Role
+    cameras: list[str]
+    disabled: bool = False
+    created: float | None = None
+    updated: float | None = None
+
+
+# --------------------------------------------------------------------- audit
+class AuditRecord(Strict):
+    id: str = Field(description="Stream entry id (also the pagination cursor).")
+    ts: int = Field(description="Unix time in ms.")
+    action: str
+    user: str = Field(description="Who acted (for a failed login: the name tried).")
+    via: str = Field(description="session, token or - (not authenticated).")
+    ip: str = Field(description="Source address of the request.")
+    target: str = Field(description="What was acted on (user, token id, key, camera, person).")
+    token_id: str | None = None
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditPage(Strict):
+    records: list[AuditRecord]
+    next_cursor: str | None = None
 
 
 # --------------------------------------------------------------------- faces
@@ -160,8 +248,19 @@ class Person(Open):
     name: str
 
 
+#: Same rule as services.faces.gallery.NAME_PATTERN (kept here so the schema shows it
+#: without importing the faces service, which pulls in dlib).
+FACE_NAME_PATTERN = r"^\s*\w[\w .,'-]*\s*$"
+FACE_NAME_DESCRIPTION = (
+    "1-64 letters, digits and '_', then also spaces and . , ' - (no '/'); "
+    "surrounding spaces are trimmed."
+)
+
+
 class RenameRequest(Strict):
-    new_name: str = Field(min_length=1, max_length=64)
+    new_name: str = Field(
+        min_length=1, max_length=64, pattern=FACE_NAME_PATTERN, description=FACE_NAME_DESCRIPTION
+    )
 
 
 class Ok(Strict):
@@ -220,8 +319,9 @@ COMMON_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: error_response("Malformed request (e.g. a body that is not valid JSON)."),
     401: error_response("Missing, expired or invalid session or API token."),
     403: error_response(
-        "Refused: a cookie-authenticated write from another origin, an API token where a "
-        "login is required, or an account without the needed role."
+        "Refused: a cookie-authenticated request from another origin or through a host name "
+        "not in gateway.allowed_hosts, an API token where a login is required, or an account "
+        "(or token) without the needed role."
     ),
     413: error_response("Request body larger than gateway.max_body_bytes."),
     503: error_response("Storage (Redis) or a needed component is unavailable."),

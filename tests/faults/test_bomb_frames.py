@@ -53,7 +53,7 @@ WORKERS = {
 
 @pytest.mark.parametrize("service", sorted(WORKERS))
 def test_bomb_frames_are_counted_and_never_decoded(
-    service, procs, redis_url, prefix, keys, r, state_dir, port_factory, record_recovery
+    service, procs, redis_url, prefix, keys, r, state_dir, port_factory, record_property
 ):
     args, extra, ready = WORKERS[service]
     pub = FramePublisher(__import__("zmq").Context.instance(), port_factory())
@@ -95,6 +95,9 @@ def test_bomb_frames_are_counted_and_never_decoded(
         grew = peak_rss_mb(p.pid) - base
         assert p.alive(), p.log_text()[-2000:]
         assert grew < BOUND_MB, f"{service}: peak memory grew {grew:.0f} MB: a bomb was decoded"
-        record_recovery(f"bomb_peak_rss_growth_mb_{service}", grew)
+        record_property(f"bomb_peak_rss_growth_mb_{service}", round(grew, 1))
+        print(
+            f"[faults] {service}: {BOMBS} bombs sent, {refused():.0f} refused, peak RSS grew {grew:.1f} MB"
+        )
     finally:
         pub.close()

@@ -63,4 +63,6 @@ def test_replicas_60s_apart_keep_one_owner_per_camera(
         time.sleep(0.2)
     live = sorted(r.zrange(keys.members("skewdrill"), 0, -1))
     assert live == sorted(REPLICAS)
-    record_recovery("clock_skew_60s_single_owner_checks", checks)
+    # The figure: how long every camera had exactly one owner (checked ``checks`` times).
+    record_recovery("clock_skew_60s_one_owner_held", time.monotonic() - start)
+    print(f"[faults] clock skew: {checks} ownership checks, never two owners")

@@ -133,7 +133,8 @@ def test_frozen_browser_does_not_stall_the_others(
     try:
         gateway.wait_log("gateway ready", 60)
         wait_for(lambda: all(sink.count(c) >= 3 for c in CAMS), 40, what="agent streaming")
-        http = httpx.Client(base_url=f"http://127.0.0.1:{http_port}", timeout=10)
+        base = f"http://127.0.0.1:{http_port}"
+        http = httpx.Client(base_url=base, timeout=10, headers={"Origin": base})
         resp = http.post("/api/auth/login", json={"username": "admin", "password": PASSWORD})
         assert resp.status_code == 200, resp.text
         token = http.post("/api/auth/tokens", json={"name": "faults"}).json()["token"]

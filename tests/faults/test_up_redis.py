@@ -8,7 +8,8 @@ user runs it: ingest, detector, faces, analyst, gateway and a demo agent).
 * 9 (kill -9): the supervisor restarts Redis on the same port, password and data dir
   within 5 s, and every service recovers by itself: ingest writes the registry
   again, frames reach the API, the detector and faces publish new results, every
-  worker type is a live replica again, the gateway serves fresh data.
+  worker type is a live replica again (the recorder too), the archiver reads the
+  events stream again, the gateway serves fresh data.
 
 Both run against one `sentri up` (module fixture: start-up takes a minute here).
 """
@@ -29,6 +30,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+import redis
 
 from shared.keys import Keys
 from shared.redisutil import connect, free_port
@@ -248,12 +250,31 @@ def test_kill9_embedded_redis_every_service_recovers(up_demo, record_recovery) -
         services = up.api.get("/api/distributed/stats").json()["services"]
         return all(services[s]["replicas"] >= 1 for s in WORKERS)
 
+    def recorder_live() -> bool:
+        # Membership scores are Redis server time (same host here).
+        scores = [sc for _m, sc in r.zrange(keys.members("recorder"), 0, -1, withscores=True)]
+        return bool(scores) and max(scores) > back_wall
+
+    def archiver_reading() -> bool:
+        # Its consumer reads the events stream again (XREADGROUP refreshes "idle").
+        if time.monotonic() - back < 3:
+            return False
+        try:
+            consumers = r.xinfo_consumers(keys.stream("events"), "archiver")
+        except redis.ResponseError:
+            return False
+        return any(c["idle"] < 2500 for c in consumers)
+
     check("ingest", ingest_writes)
     check("api_frames", api_frame)
     check("gateway", gateway_fresh)
     check("detector", lambda: fresh_detection(up.api, back_wall))
     check("faces", faces_fresh)
     check("worker_replicas", replicas)
+    if "recorder" in info["services"]:
+        check("recorder", recorder_live)
+    if "archiver" in info["services"]:
+        check("archiver", archiver_reading)
     r.close()
     print(f"[faults] kill -9 redis under sentri up: back in {redis_back:.2f} s; recovered "
           + ", ".join(f"{k} {v:.1f} s" for k, v in recovered.items()))  # fmt: skip

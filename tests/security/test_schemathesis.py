@@ -37,6 +37,7 @@ from tests.services.gateway.conftest import PASSWORD, GatewayServer, add_client
 # Bounded for the shared CI box (the run stays well under a minute); search deeper with
 # SENTRI_FUZZ_EXAMPLES=500 pytest tests/security
 EXAMPLES_PER_OPERATION = int(os.environ.get("SENTRI_FUZZ_EXAMPLES", "25"))
+VIEWER_PASSWORD = "fuzz-viewer-password"
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -124,6 +125,22 @@ def token(gateway: GatewayServer) -> str:
         c.close()
 
 
+@pytest.fixture(scope="module")
+def viewer_token(gateway: GatewayServer) -> str:
+    """A viewer scoped to one camera, through an API token of its own."""
+    c = gateway.login()
+    try:
+        body = {"username": "fuzzviewer", "password": VIEWER_PASSWORD, "role": "viewer",
+                "cameras": ["lab/front"]}  # fmt: skip
+        assert c.post("/api/users", json=body).status_code == 201
+    finally:
+        c.close()
+    with httpx.Client(base_url=gateway.url, timeout=10, headers={"Origin": gateway.url}) as v:
+        login = {"username": "fuzzviewer", "password": VIEWER_PASSWORD}
+        assert v.post("/api/auth/login", json=login).status_code == 200
+        return v.post("/api/auth/tokens", json={"name": "fuzz"}).json()["token"]
+
+
 @schema.parametrize()
 @settings(
     max_examples=EXAMPLES_PER_OPERATION,
@@ -137,6 +154,28 @@ def test_gateway_api_never_fails_on_any_input(case, gateway: GatewayServer, toke
     case.call_and_validate(
         base_url=gateway.url,
         headers={"Authorization": f"Bearer {token}"},
+        checks=CHECKS,
+        timeout=15,
+    )
+
+
+@schema.parametrize()
+@settings(
+    max_examples=max(5, EXAMPLES_PER_OPERATION // 3),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
+def test_gateway_api_never_fails_for_a_scoped_viewer(
+    case, gateway: GatewayServer, viewer_token: str
+) -> None:
+    """The same contract with a viewer's token: refusals (403/404) are declared answers,
+    never a 5xx or an undeclared status."""
+    if case.path == "/api/cameras/{camera_id}/mjpeg" and "front" in str(case.path_parameters):
+        return
+    case.call_and_validate(
+        base_url=gateway.url,
+        headers={"Authorization": f"Bearer {viewer_token}"},
         checks=CHECKS,
         timeout=15,
     )

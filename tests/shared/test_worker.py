@@ -198,6 +198,7 @@ def test_processing_switch_and_skip_counting(redis_config, keys, r, publisher) -
         time.sleep(0.6)
         assert len(proc.seen["edge/b"]) <= n_b + 1  # at most one in-flight batch
         wait_for(lambda: w.stats["edge/a"].skipped > 5, 10, what="skipped frames counted")
+
         def written() -> dict | None:
             raw = r.hget(keys.worker_stats("testsvc"), "edge/a")
             st = json.loads(raw) if raw else None

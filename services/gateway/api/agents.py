@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
-from services.gateway import metrics
+from services.gateway import audit, metrics
 from services.gateway.auth import Principal
 from services.gateway.deps import GatewayState, get_state, require_admin
 from services.gateway.models import (
@@ -104,6 +104,7 @@ def _decide(request: Request, fp: str, status: KeyStatus, principal: Principal) 
         extra={"fingerprint": model.fingerprint, "user": principal.user, "via": principal.via},
     )
     _announce(gw, model)
+    audit.record(request, f"agent_key_{status}", principal=principal, target=model.fingerprint)
     return model
 
 
@@ -155,6 +156,10 @@ def preapprove_key(
         extra={"fingerprint": model.fingerprint, "user": principal.user, "via": principal.via},
     )
     _announce(gw, model)
+    audit.record(
+        request, "agent_key_approved", principal=principal, target=model.fingerprint,
+        in_advance=True,
+    )  # fmt: skip
     return model
 
 
@@ -184,4 +189,5 @@ def delete_key(
     )
     gw.r.publish(gw.keys.notify, json.dumps(
         {"type": "agent_key_status", "fingerprint": model.fingerprint, "status": "deleted"}))  # fmt: skip
+    audit.record(request, "agent_key_deleted", principal=principal, target=model.fingerprint)
     return model

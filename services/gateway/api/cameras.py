@@ -11,14 +11,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from services.gateway import metrics
+from services.gateway import audit, metrics
 from services.gateway.api.common import camera_or_404, client_status, enrich_cameras
-from services.gateway.deps import get_state, require_user
+from services.gateway.deps import CameraGuard, camera_scope, get_state, require_user
 from services.gateway.models import (
     NOT_FOUND,
     Camera,
@@ -30,13 +31,26 @@ from shared import registry
 
 log = logging.getLogger(__name__)
 
+# Every route here takes or returns a camera's data: all of them go through camera_scope
+# (a camera_id out of scope is a 404 before the route runs; writes need an operator).
 router = APIRouter(prefix="/api/cameras", tags=["cameras"], dependencies=[Depends(require_user)])
+Scope = Annotated[CameraGuard, Depends(camera_scope)]
 
 BOUNDARY = "sentriframe"
 
 
-def _command(request: Request, camera_id: str, command: str, **kw) -> CommandAccepted:
+COMMAND_AUDIT = {
+    "start_streaming": "stream_started",
+    "stop_streaming": "stream_stopped",
+    "update_streaming_settings": "stream_settings",
+}
+
+
+def _command(
+    request: Request, guard: CameraGuard, camera_id: str, command: str, **kw
+) -> CommandAccepted:
     gw = get_state(request)
+    guard.camera(camera_id, write=True)
     cam = camera_or_404(gw, camera_id)
     entry = registry.send_command(
         gw.r, gw.keys, cam["client_id"], command, camera=cam["name"], **kw
@@ -45,13 +59,17 @@ def _command(request: Request, camera_id: str, command: str, **kw) -> CommandAcc
         "command queued",
         extra={"camera_id": camera_id, "client_id": cam["client_id"], "command": command},
     )
+    audit.record(
+        request, COMMAND_AUDIT[command], principal=guard.principal, target=camera_id,
+        **{k: v for k, v in kw.items() if v is not None},
+    )  # fmt: skip
     return CommandAccepted(command_id=entry, camera_id=camera_id, command=command)
 
 
 @router.get("", response_model=list[Camera])
-def list_cameras(request: Request) -> list[Camera]:
+def list_cameras(request: Request, guard: Scope) -> list[Camera]:
     gw = get_state(request)
-    cams = registry.list_cameras(gw.r, gw.keys)
+    cams = guard.cameras(registry.list_cameras(gw.r, gw.keys))
     statuses = {c["client_id"]: client_status(gw, c["client_id"]) for c in cams}
     return enrich_cameras(gw, cams, statuses)
 
@@ -62,9 +80,9 @@ def list_cameras(request: Request) -> list[Camera]:
     status_code=202,
     responses=NOT_FOUND,
 )
-def start_streaming(camera_id: str, request: Request) -> CommandAccepted:
+def start_streaming(camera_id: str, request: Request, guard: Scope) -> CommandAccepted:
     """Ask the camera's agent (through ingest) to start sending frames."""
-    return _command(request, camera_id, "start_streaming")
+    return _command(request, guard, camera_id, "start_streaming")
 
 
 @router.post(
@@ -73,8 +91,8 @@ def start_streaming(camera_id: str, request: Request) -> CommandAccepted:
     status_code=202,
     responses=NOT_FOUND,
 )
-def stop_streaming(camera_id: str, request: Request) -> CommandAccepted:
-    return _command(request, camera_id, "stop_streaming")
+def stop_streaming(camera_id: str, request: Request, guard: Scope) -> CommandAccepted:
+    return _command(request, guard, camera_id, "stop_streaming")
 
 
 @router.post(
@@ -83,10 +101,12 @@ def stop_streaming(camera_id: str, request: Request) -> CommandAccepted:
     status_code=202,
     responses=NOT_FOUND,
 )
-def update_settings(camera_id: str, body: StreamSettings, request: Request) -> CommandAccepted:
+def update_settings(
+    camera_id: str, body: StreamSettings, request: Request, guard: Scope
+) -> CommandAccepted:
     """Change JPEG quality and/or frame rate on the agent."""
     return _command(
-        request, camera_id, "update_streaming_settings", quality=body.quality, fps=body.fps
+        request, guard, camera_id, "update_streaming_settings", quality=body.quality, fps=body.fps
     )
 
 
@@ -99,9 +119,10 @@ def update_settings(camera_id: str, body: StreamSettings, request: Request) -> C
         **NOT_FOUND,
     },
 )
-async def snapshot(camera_id: str, request: Request) -> Response:
+async def snapshot(camera_id: str, request: Request, guard: Scope) -> Response:
     """The latest live frame (subscribes to the camera for a short while if needed)."""
     gw = get_state(request)
+    guard.camera(camera_id)
     await run_in_threadpool(camera_or_404, gw, camera_id)
     gw.live.acquire(camera_id)
     try:
@@ -127,25 +148,45 @@ async def snapshot(camera_id: str, request: Request) -> Response:
         **NOT_FOUND,
     },
 )
-async def mjpeg(camera_id: str, request: Request) -> StreamingResponse:
-    """Live MJPEG (multipart/x-mixed-replace), capped at gateway.mjpeg_max_fps."""
+async def mjpeg(camera_id: str, request: Request, guard: Scope) -> StreamingResponse:
+    """Live MJPEG (multipart/x-mixed-replace), capped at gateway.mjpeg_max_fps.  The
+    stream ends within gateway.credential_recheck_s once its session or token is revoked
+    or logged out, its user changes password, is disabled or deleted, or loses the
+    camera from its scope."""
     gw = get_state(request)
+    guard.camera(camera_id)
     await run_in_threadpool(camera_or_404, gw, camera_id)
     interval = 1.0 / gw.settings.gateway.mjpeg_max_fps
+    recheck_s = gw.settings.gateway.credential_recheck_s
+    principal = guard.principal
+
+    async def still_allowed() -> bool:
+        current = await run_in_threadpool(gw.auth.recheck, principal)
+        return current is not None and current.scope.allows(camera_id)
 
     async def parts() -> AsyncIterator[bytes]:
         gw.live.acquire(camera_id)
         metrics.MJPEG_STREAMS.inc()
         last_seq = -1
         next_at = 0.0
+        check_at = time.monotonic() + recheck_s
         try:
             while True:
                 delay = next_at - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                frame = await gw.live.wait_frame(camera_id, last_seq, 5.0)
+                frame = await gw.live.wait_frame(camera_id, last_seq, min(5.0, recheck_s))
                 if await request.is_disconnected():
                     return
+                if time.monotonic() >= check_at:
+                    check_at = time.monotonic() + recheck_s
+                    if not await still_allowed():
+                        metrics.MJPEG_REVOKED.inc()
+                        log.info(
+                            "mjpeg closed: credentials no longer valid",
+                            extra={"camera_id": camera_id, "user": principal.user},
+                        )
+                        return
                 if frame is None:
                     continue
                 last_seq = frame.header.seq
@@ -166,7 +207,8 @@ async def mjpeg(camera_id: str, request: Request) -> StreamingResponse:
 
 
 @router.get("/{camera_id:path}", response_model=Camera, responses=NOT_FOUND)
-def get_camera(camera_id: str, request: Request) -> Camera:
+def get_camera(camera_id: str, request: Request, guard: Scope) -> Camera:
     gw = get_state(request)
+    guard.camera(camera_id)
     cam = camera_or_404(gw, camera_id)
     return enrich_cameras(gw, [cam], {cam["client_id"]: client_status(gw, cam["client_id"])})[0]

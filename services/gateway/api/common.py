@@ -35,11 +35,18 @@ def worker_stats(gw: GatewayState) -> dict[str, dict[str, dict[str, Any]]]:
 
 
 def enrich_cameras(
-    gw: GatewayState, cameras: list[dict[str, Any]], client_status: dict[str, str] | None = None
+    gw: GatewayState,
+    cameras: list[dict[str, Any]],
+    client_status: dict[str, str] | None = None,
+    stats: dict[str, dict[str, dict[str, Any]]] | None = None,
 ) -> list[dict[str, Any]]:
+    """Add processing switches, worker stats and client status to camera rows.  The
+    switches and the worker-stats hashes are read once for all ``cameras``; pass
+    ``stats`` when the caller has read them already."""
     ids = [c["camera_id"] for c in cameras]
     enabled = {svc: processing_enabled(gw.r, gw.keys, svc, ids, True) for svc in SERVICES}
-    stats = worker_stats(gw)
+    if stats is None:
+        stats = worker_stats(gw)
     for cam in cameras:
         cid = cam["camera_id"]
         cam["processing"] = {svc: cid in enabled[svc] for svc in SERVICES}
@@ -49,14 +56,17 @@ def enrich_cameras(
     return cameras
 
 
-def list_clients(gw: GatewayState) -> list[dict[str, Any]]:
+def list_clients(
+    gw: GatewayState, stats: dict[str, dict[str, dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
+    """Every client with its enriched cameras; worker stats are read once per call,
+    not once per client."""
     ing = gw.settings.ingest
     clients = registry.list_clients(
         gw.r, gw.keys, stale_after=ing.stale_after_s, offline_after=ing.offline_after_s
     )
     status = {c["client_id"]: c["status"] for c in clients}
-    for c in clients:
-        enrich_cameras(gw, c["cameras"], status)
+    enrich_cameras(gw, [cam for c in clients for cam in c["cameras"]], status, stats)
     return clients
 
 

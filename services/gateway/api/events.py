@@ -23,8 +23,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.api.recordings import clip_of, media_response
 from services.gateway.api.storage import StorageAccess, get_storage
-from services.gateway.deps import GatewayState, get_state, require_user
+from services.gateway.deps import CameraGuard, GatewayState, camera_scope, get_state, require_user
 from services.gateway.models import EventPage, EventRecord, ResultsView, error_response
+from services.gateway.scoping import snapshot_camera
 from shared.eventstore import EventQuery
 from shared.redisutil import parse_entry
 from shared.storage import BadKey, MediaError, MediaNotFound, snapshot_key
@@ -120,8 +121,10 @@ def list_events(
         None, description="`next_cursor` of the previous page (a stream id)."
     ),
     limit: int = Query(50, ge=1, le=500),
+    guard: CameraGuard = Depends(camera_scope),
 ) -> EventPage:
-    """Events, newest first, filtered and paginated with a stream-id cursor."""
+    """Events, newest first, filtered and paginated with a stream-id cursor (only the
+    cameras in the caller's scope)."""
     if cursor is not None and not _valid_stream_id(cursor):
         raise HTTPException(400, "cursor must be a stream id like 1700000000000-0")
     if cursor is not None and not any(int(part) for part in cursor.split("-")):
@@ -132,6 +135,8 @@ def list_events(
         if value is not None and any(ord(ch) < 32 for ch in value):
             raise HTTPException(400, f"{name}: control characters are not allowed")
     gw = get_state(request)
+    if camera_id is not None and not guard.allows(camera_id):
+        return EventPage(events=[], next_cursor=None)  # like an unknown camera
     access = _storage_or_none(request)
     boundary = _newest_archived(access)
     db_ok = boundary is not False
@@ -141,7 +146,7 @@ def list_events(
     if in_stream_range and has_clip is None:
         lower = boundary if db_ok and boundary is not None else None
         items, more_cursor = _stream_events(gw, camera_id, type, label, since, until, cursor,
-                                            limit, lower)  # fmt: skip
+                                            limit, lower, guard)  # fmt: skip
         out += items
         if more_cursor is not None:
             return EventPage(events=[EventRecord(**_with_urls(e)) for e in out],
@@ -153,6 +158,7 @@ def list_events(
     q = EventQuery(
         camera_id=camera_id, type=type, label=label, since=since, until=until,
         has_clip=has_clip, cursor=_sid(cursor) if cursor else None, limit=limit - len(out),
+        cameras=None if guard.everything else _scoped_cameras(gw, access, guard),
     )  # fmt: skip
     try:
         rows, next_cursor = access.store.list_events(
@@ -162,6 +168,16 @@ def list_events(
         raise HTTPException(503, "event store unavailable") from None
     out += rows
     return EventPage(events=[EventRecord(**_with_urls(e)) for e in out], next_cursor=next_cursor)
+
+
+def _scoped_cameras(gw: GatewayState, access: StorageAccess, guard: CameraGuard) -> frozenset[str]:
+    """The camera ids a scoped caller may see: registered or recorded ones in scope."""
+    known = set(gw.r.smembers(gw.keys.cameras))
+    try:
+        known |= set(access.store.recording_cameras())
+    except SQLAlchemyError:
+        pass
+    return frozenset(guard.ids(known))
 
 
 def _stream_events(
@@ -174,6 +190,7 @@ def _stream_events(
     cursor: str | None,
     limit: int,
     lower: tuple[int, int] | None,
+    guard: CameraGuard,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Stream entries newer than ``lower`` (exclusive); cursor when more remain."""
     key = gw.keys.stream("events")
@@ -204,6 +221,8 @@ def _stream_events(
             last_id = entry_id
             if camera_id and fields.get("camera_id") != camera_id:
                 continue
+            if not guard.allows(str(fields.get("camera_id", ""))):
+                continue
             if type and fields.get("type") != type:
                 continue
             if since is not None or until is not None:
@@ -228,8 +247,18 @@ def _stream_events(
     return out, next_cursor
 
 
-def _find_event(request: Request, event_id: str) -> tuple[dict[str, Any], StorageAccess | None]:
-    """The stored event (with its object) or, not archived yet, its stream entry."""
+def _find_event(
+    request: Request, event_id: str, guard: CameraGuard
+) -> tuple[dict[str, Any], StorageAccess | None]:
+    """The stored event (with its object) or, not archived yet, its stream entry; an
+    event of a camera outside the caller's scope is unknown (404)."""
+    ev, access = _lookup_event(request, event_id)
+    if not guard.allows(str(ev.get("camera_id") or "")):
+        raise HTTPException(404, "unknown event (or deleted by retention)")
+    return ev, access
+
+
+def _lookup_event(request: Request, event_id: str) -> tuple[dict[str, Any], StorageAccess | None]:
     if not EVENT_ID.match(event_id):
         raise HTTPException(400, "bad event id")
     access = _storage_or_none(request)
@@ -255,9 +284,11 @@ def _find_event(request: Request, event_id: str) -> tuple[dict[str, Any], Storag
 @router.get(
     "/events/{event_id}", response_model=EventRecord, responses={404: error_response("Unknown.")}
 )
-def get_event(event_id: str, request: Request) -> EventRecord:
+def get_event(
+    event_id: str, request: Request, guard: CameraGuard = Depends(camera_scope)
+) -> EventRecord:
     """One event with its tracked object, ``snapshot_url`` and ``clip_url``."""
-    ev, _ = _find_event(request, event_id)
+    ev, _ = _find_event(request, event_id, guard)
     ev = _with_urls(ev)
     if ev.get("snapshot_id"):
         ev["snapshot_url"] = f"/api/events/{event_id}/snapshot.jpg"
@@ -290,12 +321,18 @@ def _snapshot_bytes(request: Request, snapshot_id: str) -> bytes | None:
         404: error_response("Snapshot expired or unknown."),
     },
 )
-def get_snapshot(snapshot_id: str, request: Request) -> Response:
+def get_snapshot(
+    snapshot_id: str, request: Request, guard: CameraGuard = Depends(camera_scope)
+) -> Response:
     if not SNAPSHOT_ID.match(snapshot_id):
         raise HTTPException(400, "bad snapshot id")
     data = _snapshot_bytes(request, snapshot_id)
     if data is None:
         raise HTTPException(404, "snapshot expired or unknown")
+    if not guard.everything:
+        owner = snapshot_camera(get_state(request), _storage_or_none(request), snapshot_id)
+        if not guard.allows(owner or ""):
+            raise HTTPException(404, "snapshot expired or unknown")
     return Response(
         data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"}
     )
@@ -323,10 +360,13 @@ def _draw_box(jpeg: bytes, box: Any) -> bytes:
     responses={200: {"content": {"image/jpeg": {}}}, 404: error_response("No snapshot.")},
 )
 def event_snapshot(
-    event_id: str, request: Request, box: bool = Query(False, description="Draw the box.")
+    event_id: str,
+    request: Request,
+    box: bool = Query(False, description="Draw the box."),
+    guard: CameraGuard = Depends(camera_scope),
 ) -> Response:
     """The best snapshot of the event's tracked object; ``?box=1`` draws its box."""
-    ev, _ = _find_event(request, event_id)
+    ev, _ = _find_event(request, event_id, guard)
     obj = ev.get("object") or {}
     sid = obj.get("snapshot_id") or ev.get("snapshot_id")
     if not isinstance(sid, str) or not sid:
@@ -352,9 +392,11 @@ def event_snapshot(
         416: {"description": "Range not satisfiable."},
     },
 )
-def event_clip(event_id: str, request: Request) -> Response:
+def event_clip(
+    event_id: str, request: Request, guard: CameraGuard = Depends(camera_scope)
+) -> Response:
     """The event's footage from its start − pre-roll to its end + post-roll (HTTP Range)."""
-    ev, access = _find_event(request, event_id)
+    ev, access = _find_event(request, event_id, guard)
     if access is None:
         raise HTTPException(503, "storage unavailable")
     obj = ev.get("object")
@@ -378,8 +420,10 @@ def event_clip(event_id: str, request: Request) -> Response:
     return media_response(request, data, "video/mp4", f"event-{event_id}.mp4")
 
 
-def _results(gw: GatewayState, stream: str, camera_id: str | None, limit: int) -> ResultsView:
-    cams = [camera_id] if camera_id else sorted(gw.r.smembers(gw.keys.cameras))
+def _results(
+    gw: GatewayState, stream: str, camera_id: str | None, limit: int, guard: CameraGuard
+) -> ResultsView:
+    cams = guard.ids([camera_id] if camera_id else sorted(gw.r.smembers(gw.keys.cameras)))
     latest: dict[str, dict[str, Any]] = {}
     if cams:
         raws = gw.r.mget([gw.keys.latest(stream, c) for c in cams])
@@ -398,6 +442,8 @@ def _results(gw: GatewayState, stream: str, camera_id: str | None, limit: int) -
             scanned += 1
             if camera_id and fields.get("camera_id") != camera_id:
                 continue
+            if not guard.allows(str(fields.get("camera_id", ""))):
+                continue
             recent.append(parse_entry(entry_id, fields))
             if len(recent) >= limit:
                 break
@@ -412,9 +458,10 @@ def detections(
     request: Request,
     camera_id: str | None = Query(None, max_length=300),
     limit: int = Query(20, ge=0, le=500),
+    guard: CameraGuard = Depends(camera_scope),
 ) -> ResultsView:
     """Latest detection record per camera plus the most recent ones."""
-    return _results(get_state(request), "detections", camera_id, limit)
+    return _results(get_state(request), "detections", camera_id, limit, guard)
 
 
 @router.get("/analysis", response_model=ResultsView)
@@ -422,6 +469,7 @@ def analysis(
     request: Request,
     camera_id: str | None = Query(None, max_length=300),
     limit: int = Query(20, ge=0, le=500),
+    guard: CameraGuard = Depends(camera_scope),
 ) -> ResultsView:
     """Latest analyst summary per camera plus the most recent ones."""
-    return _results(get_state(request), "analysis", camera_id, limit)
+    return _results(get_state(request), "analysis", camera_id, limit, guard)

@@ -9,8 +9,18 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from services.gateway.deps import GatewayState, get_state, require_user
-from services.gateway.models import NOT_FOUND, Ok, Person, RenameRequest, error_response
+from services.gateway import audit
+from services.gateway.auth import Principal
+from services.gateway.deps import GatewayState, get_state, require_operator, require_user
+from services.gateway.models import (
+    FACE_NAME_DESCRIPTION,
+    FACE_NAME_PATTERN,
+    NOT_FOUND,
+    Ok,
+    Person,
+    RenameRequest,
+    error_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +95,14 @@ def list_people(request: Request) -> list[dict[str, Any]]:
 )
 async def enroll(
     request: Request,
-    name: str = Form(..., min_length=1, max_length=64),
+    principal: Principal = Depends(require_operator),
+    name: str = Form(
+        ...,
+        min_length=1,
+        max_length=64,
+        pattern=FACE_NAME_PATTERN,
+        description=FACE_NAME_DESCRIPTION,
+    ),
     files: list[UploadFile] = File(
         ..., description="1-10 photos (JPEG, PNG, WebP, ...) of one person."
     ),
@@ -109,10 +126,14 @@ async def enroll(
     g = _gallery(gw)
     person = await run_in_threadpool(_call, g.enroll, name, images)
     log.info("face enrolled", extra={"person": name, "photos": len(images)})
+    await run_in_threadpool(
+        audit.record, request, "face_enrolled", principal=principal, target=person.get("name"),
+        photos=len(images),
+    )  # fmt: skip
     return person
 
 
-@router.get("/{name}", response_model=Person, responses=NOT_FOUND)
+@router.get("/{name:path}", response_model=Person, responses=NOT_FOUND)
 def get_person(name: str, request: Request) -> dict[str, Any]:
     person = _call(_gallery(get_state(request)).get, name)
     if person is None:
@@ -120,17 +141,29 @@ def get_person(name: str, request: Request) -> dict[str, Any]:
     return person
 
 
-@router.delete("/{name}", response_model=Ok, responses=NOT_FOUND)
-def delete_person(name: str, request: Request) -> Ok:
+@router.delete("/{name:path}", response_model=Ok, responses=NOT_FOUND)
+def delete_person(
+    name: str, request: Request, principal: Principal = Depends(require_operator)
+) -> Ok:
     if not _call(_gallery(get_state(request)).delete, name):
         raise HTTPException(404, f"no person named {name!r}")
+    audit.record(request, "face_deleted", principal=principal, target=name)
     return Ok()
 
 
 @router.post(
-    "/{name}/rename",
+    "/{name:path}/rename",
     response_model=Person,
     responses={**NOT_FOUND, 409: error_response("The new name is taken.")},
 )
-def rename_person(name: str, body: RenameRequest, request: Request) -> dict[str, Any]:
-    return _call(_gallery(get_state(request)).rename, name, body.new_name)
+def rename_person(
+    name: str,
+    body: RenameRequest,
+    request: Request,
+    principal: Principal = Depends(require_operator),
+) -> dict[str, Any]:
+    person = _call(_gallery(get_state(request)).rename, name, body.new_name)
+    audit.record(
+        request, "face_renamed", principal=principal, target=name, new_name=person.get("name")
+    )
+    return person

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
 from services.gateway.api.storage import StorageAccess, get_storage, media_response_headers
-from services.gateway.deps import require_user
+from services.gateway.deps import CameraGuard, camera_scope, require_user
 from services.gateway.models import error_response
 from shared.storage.clips import ClipError
 
@@ -93,15 +93,21 @@ def _window(since: int | None, until: int | None) -> tuple[int, int]:
     return since, until
 
 
-@router.get("/recordings", response_model=RecordingsView)
+@router.get(
+    "/recordings",
+    response_model=RecordingsView,
+    responses={404: error_response("Unknown camera (or outside your camera scope).")},
+)
 def recordings(
     request: Request,
     camera_id: str = Query(..., min_length=1, max_length=300),
     since: int | None = Query(None, ge=0, le=MAX_TS_MS, description="Unix ms (default until-24h)."),
     until: int | None = Query(None, ge=0, le=MAX_TS_MS, description="Unix ms (default now)."),
+    guard: CameraGuard = Depends(camera_scope),
 ) -> RecordingsView:
     """The camera's recorded segments and recorded gaps in [since, until]."""
     check_camera_id(camera_id)
+    guard.camera(camera_id)  # out of scope: 404, like an unknown camera
     since, until = _window(since, until)
     access = get_storage(request)
     try:
@@ -148,6 +154,7 @@ def recording_clip(
     request: Request,
     start: int = Query(..., description="Unix ms.", le=MAX_TS_MS),
     end: int = Query(..., description="Unix ms.", le=MAX_TS_MS),
+    guard: CameraGuard = Depends(camera_scope),  # camera_id in the path: checked there
 ) -> Response:
     """Any stretch of a camera's footage (at most ``storage.clip_max_s``) as one MP4."""
     access = get_storage(request)

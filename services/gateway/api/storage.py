@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.gateway.deps import get_state, require_user
+from services.gateway.deps import CameraGuard, camera_scope, get_state, require_user
 from shared.config import ConfigError, load_section
 from shared.eventstore import EventStore
 from shared.storage import MediaError, MediaStore, StorageConfig, open_media_store
@@ -118,13 +118,15 @@ class StorageView(BaseModel):
 
 
 @router.get("/storage", response_model=StorageView)
-def storage_view(request: Request) -> StorageView:
-    """Bytes per camera, free space and the oldest recording."""
+def storage_view(request: Request, guard: CameraGuard = Depends(camera_scope)) -> StorageView:
+    """Bytes per camera, free space and the oldest recording (per-camera figures only
+    for the cameras in the caller's scope)."""
     access = get_storage(request)
     try:
         per_cam = access.store.storage_by_camera()
     except SQLAlchemyError:
         raise HTTPException(503, "event store unavailable") from None
+    per_cam = {cam: usage for cam, usage in per_cam.items() if guard.allows(cam)}
     free = access.media.free_space()
     oldest = min((c["oldest"] for c in per_cam.values() if c["oldest"] is not None), default=None)
     return StorageView(

@@ -40,14 +40,22 @@ def healthz(request: Request) -> JSONResponse:
     responses={
         200: {"content": {"text/plain": {}}},
         401: error_response("Not from loopback and no credentials."),
+        403: error_response("Not from loopback and not an administrator."),
     },
 )
 def prometheus_metrics(request: Request) -> Response:
     """Prometheus text format. Loopback clients need no credentials (when
-    gateway.metrics_allow_loopback); others need a session or an API token."""
+    gateway.metrics_allow_loopback); others need an administrator's session or token
+    (the figures are process-wide, not limited to a camera scope)."""
     allow = get_state(request).settings.gateway.metrics_allow_loopback and is_loopback(request)
-    if not allow and authenticate(request) is None:
-        raise HTTPException(401, "authentication required", headers={"WWW-Authenticate": "Bearer"})
+    if not allow:
+        principal = authenticate(request)
+        if principal is None:
+            raise HTTPException(
+                401, "authentication required", headers={"WWW-Authenticate": "Bearer"}
+            )
+        if principal.role != "admin":  # process-wide figures, not scoped to cameras
+            raise HTTPException(403, "administrator role required")
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -104,7 +104,9 @@ def test_gallery_commands(in_process, capsys, tmp_path: Path, astronaut_jpeg) ->
     code, _, err = run("add", "Someone", str(tmp_path / "missing.jpg"))
     assert code == 1 and "cannot read" in err
     code, _, err = run("add", "unknown", str(photo))
-    assert code == 1 and "reserved" in err
+    assert code == 2 and "reserved" in err
+    code, _, err = run("add", "a/b", str(photo))
+    assert code == 2 and "argument name" in err and "no '/'" in err
 
     code, out, _ = run("list")
     assert code == 0 and "ENCODINGS" in out and "Eileen Collins" in out

@@ -28,6 +28,8 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
+BASE = "http://testserver"
+SAME_ORIGIN = {"Origin": BASE}  # what a browser sends with the dashboard's writes
 ADMIN = "admin"
 PASSWORD = "correct-horse-battery"
 
@@ -57,6 +59,8 @@ def make_settings(redis_config: RedisConfig, tmp_path: Path, pub_port: int):
         gateway.setdefault("password_hash_time_cost", 1)
         gateway.setdefault("password_hash_memory_kib", 1024)
         gateway.setdefault("ingest_pub", f"tcp://127.0.0.1:{pub_port}")
+        # TestClient's host name next to the defaults (bind address, localhost, 127.0.0.1).
+        gateway.setdefault("allowed_hosts", ["testserver", "127.0.0.1", "localhost"])
         return GatewaySettings(
             gateway=GatewayConfig(**gateway),
             redis=redis_config,
@@ -75,7 +79,7 @@ def settings(make_settings) -> GatewaySettings:
 @pytest.fixture
 def anon(settings: GatewaySettings) -> Iterator[TestClient]:
     """The app in-process (lifespan running), no credentials."""
-    with TestClient(create_app(settings), base_url="http://testserver") as c:
+    with TestClient(create_app(settings), base_url=BASE, headers=SAME_ORIGIN) as c:
         yield c
 
 
@@ -140,7 +144,7 @@ class GatewayServer:
         self.thread.join(10)
 
     def login(self) -> httpx.Client:
-        c = httpx.Client(base_url=self.url, timeout=10)
+        c = httpx.Client(base_url=self.url, timeout=10, headers={"Origin": self.url})
         resp = c.post("/api/auth/login", json={"username": ADMIN, "password": PASSWORD})
         assert resp.status_code == 200, resp.text
         return c

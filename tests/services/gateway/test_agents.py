@@ -9,6 +9,7 @@ from services.gateway.app import create_app
 from shared.metrics import INVALID_INPUT
 from shared.security import AgentKeyStore, _KeyCallback, fingerprint, generate_keypair
 from tests.helpers import wait_for
+from tests.services.gateway.conftest import SAME_ORIGIN
 
 UNKNOWN_FP = "0123:4567:89ab:cdef:0123:4567:89ab:cdef"
 
@@ -107,7 +108,7 @@ def test_auth_failures(anon, client, store, settings):
     fp = fingerprint(key)
     paths = [("GET", "/api/agents/keys"), ("POST", f"/api/agents/keys/{fp}/approve"),
              ("POST", f"/api/agents/keys/{fp}/reject")]  # fmt: skip
-    with TestClient(create_app(settings)) as nobody:
+    with TestClient(create_app(settings), headers=SAME_ORIGIN) as nobody:
         for method, path in paths:
             assert nobody.request(method, path).status_code == 401
             bad = {"Authorization": "Bearer sentri_abc_def"}
@@ -118,7 +119,7 @@ def test_auth_failures(anon, client, store, settings):
     assert store.status(key) == "pending"
     # API tokens of an administrator work (automation, e.g. provisioning scripts).
     token = client.post("/api/auth/tokens", json={"name": "provision"}).json()["token"]
-    with TestClient(create_app(settings)) as bot:
+    with TestClient(create_app(settings), headers=SAME_ORIGIN) as bot:
         bot.headers["Authorization"] = f"Bearer {token}"
         assert bot.get("/api/agents/keys").status_code == 200
         assert bot.post(f"/api/agents/keys/{fp}/approve").status_code == 200
@@ -128,7 +129,7 @@ def test_non_admin_accounts_get_403(client, store):
     gw = client.app.state.gw
     gw.auth.set_password("viewer", "viewer-password", role="viewer")
     fp = fingerprint(_pending(store))
-    viewer = TestClient(client.app)  # a second browser on the same running app
+    viewer = TestClient(client.app, headers=SAME_ORIGIN)  # a second browser on the same running app
     assert (
         viewer.post(
             "/api/auth/login", json={"username": "viewer", "password": "viewer-password"}

@@ -15,7 +15,7 @@ from shared import registry
 from shared.keys import STREAM_COMMANDS
 from shared.redisutil import publish_record
 from tests.helpers import encode_jpeg
-from tests.services.gateway.conftest import ADMIN, PASSWORD, add_client
+from tests.services.gateway.conftest import ADMIN, PASSWORD, SAME_ORIGIN, add_client
 
 
 def test_clients_and_camera_views(client, r, keys):
@@ -253,7 +253,7 @@ def test_security_headers_and_closed_cors(client):
 
 def test_cors_opens_only_to_configured_origins(make_settings):
     app = create_app(make_settings(cors_origins=["https://ops.example"]))
-    with TestClient(app) as c:
+    with TestClient(app, headers=SAME_ORIGIN) as c:
         ok = c.options(
             "/api/cameras",
             headers={"Origin": "https://ops.example", "Access-Control-Request-Method": "GET"},
@@ -265,7 +265,7 @@ def test_cors_opens_only_to_configured_origins(make_settings):
 
 def test_body_limit_413_declared_and_streamed(make_settings, r, keys):
     app = create_app(make_settings(max_body_bytes=2048))
-    with TestClient(app) as c:
+    with TestClient(app, headers=SAME_ORIGIN) as c:
         c.post("/api/auth/login", json={"username": ADMIN, "password": PASSWORD})
         add_client(r, keys)
         big = json.dumps({"camera_id": "lab/front", "pad": "x" * 5000})
@@ -291,7 +291,9 @@ def test_healthz_reports_redis_down(make_settings, redis_config):
     from dataclasses import replace
 
     app = create_app(replace(settings, redis=bad))
-    c = TestClient(app)  # no lifespan: Redis is down, only /healthz is exercised
+    c = TestClient(
+        app, headers=SAME_ORIGIN
+    )  # no lifespan: Redis is down, only /healthz is exercised
     resp = c.get("/healthz")
     assert resp.status_code == 503 and resp.json() == {"status": "degraded", "redis": False}
 
@@ -319,7 +321,7 @@ def test_snapshot_jpg_is_the_latest_live_frame(make_settings, r, keys, publisher
     add_client(r, keys, "lab", ("front",))
     app = create_app(make_settings(snapshot_wait_s=0.5))
     img = cv2.imread(str(_bus()))
-    with TestClient(app) as c:
+    with TestClient(app, headers=SAME_ORIGIN) as c:
         c.post("/api/auth/login", json={"username": ADMIN, "password": PASSWORD})
         assert c.get("/api/cameras/lab/front/snapshot.jpg").status_code == 504  # nothing streams
         live = app.state.gw.live

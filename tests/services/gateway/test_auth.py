@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.gateway.app import create_app
-from tests.services.gateway.conftest import ADMIN, PASSWORD, add_client
+from tests.services.gateway.conftest import ADMIN, PASSWORD, SAME_ORIGIN, add_client
 
 PROTECTED = [
     ("GET", "/api/distributed/clients"),
@@ -78,7 +78,12 @@ def test_login_sets_strict_httponly_cookie_and_logout_ends_session(anon):
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
     assert "Secure" not in cookie
     sid = re.search(r"sentri_session=([^;]+)", cookie).group(1)
-    assert anon.get("/api/auth/me").json() == {"user": ADMIN, "via": "session"}
+    assert anon.get("/api/auth/me").json() == {
+        "user": ADMIN,
+        "via": "session",
+        "role": "admin",
+        "cameras": ["*"],
+    }
     assert anon.get("/").status_code == 200
     anon.post("/api/auth/logout")
     # The old session id is dead server-side, not just forgotten by the browser.
@@ -87,7 +92,8 @@ def test_login_sets_strict_httponly_cookie_and_logout_ends_session(anon):
 
 
 def test_secure_cookie_when_configured(make_settings):
-    with TestClient(create_app(make_settings(secure_cookies=True))) as c:
+    app = create_app(make_settings(secure_cookies=True))
+    with TestClient(app, headers={"Origin": "https://testserver"}) as c:  # the browser is on HTTPS
         resp = c.post("/api/auth/login", json={"username": ADMIN, "password": PASSWORD})
         assert "Secure" in resp.headers["set-cookie"]
 
@@ -113,9 +119,9 @@ def test_login_rate_limit_429_with_retry_after_even_for_right_password(anon):
 def test_rate_limit_per_user_across_ips(make_settings, r, keys):
     """Failures from many addresses against one account still trip the per-user limit."""
     app = create_app(make_settings(login_max_failures=3))
-    with TestClient(app) as c:
+    with TestClient(app, headers=SAME_ORIGIN) as c:
         for i in range(3):
-            c2 = TestClient(app, client=(f"10.0.0.{i}", 1234))
+            c2 = TestClient(app, client=(f"10.0.0.{i}", 1234), headers=SAME_ORIGIN)
             assert (
                 c2.post("/api/auth/login", json={"username": ADMIN, "password": "x"}).status_code
                 == 401
@@ -139,7 +145,7 @@ def test_api_tokens_create_use_list_revoke(client, anon_factory=None):
 
     bearer = {"Authorization": f"Bearer {token}"}
     client.cookies.clear()
-    assert client.get("/api/auth/me", headers=bearer).json() == {"user": ADMIN, "via": "token"}
+    assert client.get("/api/auth/me", headers=bearer).json()["via"] == "token"
     assert client.get("/api/cameras", headers=bearer).status_code == 200
     # A token cannot mint or revoke tokens (needs an interactive session).
     assert client.post("/api/auth/tokens", json={"name": "x"}, headers=bearer).status_code == 403
@@ -196,7 +202,7 @@ def test_password_change(client):
 
 def test_first_start_generates_admin_once(make_settings, capsys, tmp_path):
     settings = make_settings(admin_password=None)
-    with TestClient(create_app(settings)):
+    with TestClient(create_app(settings), headers=SAME_ORIGIN):
         pass
     out = capsys.readouterr().out
     password = re.search(r"password: (\S+)", out).group(1)
@@ -205,7 +211,7 @@ def test_first_start_generates_admin_once(make_settings, capsys, tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert password in Path(path).read_text()
     # Stored hashed (argon2), never in clear.
-    with TestClient(create_app(settings)) as c:
+    with TestClient(create_app(settings), headers=SAME_ORIGIN) as c:
         raw = c.app.state.gw.r.hget(c.app.state.gw.keys.users, ADMIN)
         assert password not in raw and "$argon2id$" in raw
         assert (

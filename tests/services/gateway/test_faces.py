@@ -48,9 +48,11 @@ def test_enrol_rejects_bad_uploads_with_clear_4xx(make_settings, astronaut_jpeg)
     from fastapi.testclient import TestClient
 
     from services.gateway.app import create_app
-    from tests.services.gateway.conftest import ADMIN, PASSWORD
+    from tests.services.gateway.conftest import ADMIN, PASSWORD, SAME_ORIGIN
 
-    with TestClient(create_app(make_settings(max_upload_bytes=64 * 1024))) as c:
+    with TestClient(
+        create_app(make_settings(max_upload_bytes=64 * 1024)), headers=SAME_ORIGIN
+    ) as c:
         c.post("/api/auth/login", json={"username": ADMIN, "password": PASSWORD})
         text = [("files", ("notes.txt", b"hello, not a photo" * 10, "text/plain"))]
         resp = c.post("/api/faces", data={"name": "X"}, files=text)
@@ -66,3 +68,16 @@ def test_enrol_rejects_bad_uploads_with_clear_4xx(make_settings, astronaut_jpeg)
         )
         assert resp.status_code == 400 and "face" in resp.json()["detail"].lower()
         assert c.get("/api/faces").json() == []
+
+
+@pytest.mark.parametrize("name", ["a/b", "../x", "/", "50%", "who?", ".hidden"])
+def test_unsafe_face_names_get_422_naming_the_field(client, astronaut_jpeg, name):
+    files = [("files", ("p.jpg", astronaut_jpeg, "image/jpeg"))]
+    resp = client.post("/api/faces", data={"name": name}, files=files)
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"][0]["loc"] == ["body", "name"]
+    assert client.post("/api/faces", data={"name": "Ada"}, files=files).status_code == 201
+    resp = client.post("/api/faces/Ada/rename", json={"new_name": name})
+    assert resp.status_code == 422
+    assert resp.json()["detail"][0]["loc"] == ["body", "new_name"]
+    assert [p["name"] for p in client.get("/api/faces").json()] == ["Ada"]

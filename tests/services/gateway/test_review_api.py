@@ -37,14 +37,15 @@ def _client(redis_url: str, keys: Keys, media, db_url: str, tmp: Path):
     settings = GatewaySettings(
         gateway=GatewayConfig(admin_password=PASSWORD, password_hash_time_cost=1,
                               password_hash_memory_kib=1024,
-                              ingest_pub=f"tcp://127.0.0.1:{free_port()}"),
+                              ingest_pub=f"tcp://127.0.0.1:{free_port()}",
+                              allowed_hosts=["testserver"]),
         redis=RedisConfig(url=redis_url, prefix=keys.prefix),
         general=GeneralConfig(state_dir=str(tmp / "state")),
         ingest=IngestConfig(),
     )  # fmt: skip
     app = create_app(settings)
     app.state.gw.extras["storage"] = access_for(media, db_url, tmp / "media")
-    return TestClient(app, base_url="http://testserver")
+    return TestClient(app, base_url="http://testserver", headers={"Origin": "http://testserver"})
 
 
 def _login(c: TestClient) -> TestClient:

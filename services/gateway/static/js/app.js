@@ -9,6 +9,9 @@ const state = {
   detections: new Map(), // camera_id -> {record, at}
   eventsCursor: null,
   view: "live",
+  newKeys: [], // fingerprints of pending-key notices not yet shown
+  me: null, // /api/auth/me: user, role, cameras
+  auditCursor: null,
 };
 const SERVICES = ["detector", "faces", "analyst"];
 const NO_SIGNAL_MS = 5000;
@@ -49,6 +52,22 @@ const colorFor = (key) => {
   for (const ch of String(key)) h = (h * 31 + ch.charCodeAt(0)) >>> 0;
   return COLORS[h % COLORS.length];
 };
+
+// Run fn at most once per `gapMs`, for a burst of calls: the first call schedules one
+// run, later calls in the same window join it (nothing is lost, nothing is repeated).
+function coalesce(fn, gapMs) {
+  let timer = null;
+  let last = 0;
+  return () => {
+    if (timer) return;
+    const wait = Math.max(0, last + gapMs - Date.now());
+    timer = setTimeout(() => {
+      timer = null;
+      last = Date.now();
+      fn();
+    }, Math.max(wait, 100));
+  };
+}
 
 // --------------------------------------------------------------------- tiles
 class Tile {
@@ -357,7 +376,7 @@ function personNode(p) {
   return el("div", { class: "person", "data-person": p.name },
     el("div", { class: "person-name" }, p.name),
     el("div", { class: "muted" }, n !== undefined ? `${n} face sample${n === 1 ? "" : "s"}` : ""),
-    el("div", { class: "person-actions" },
+    el("div", { class: "person-actions needs-operator" },
       el("button", { class: "btn btn-sm rename", onclick: rename }, "Rename"),
       el("button", { class: "btn btn-sm btn-danger delete", onclick: remove }, "Delete")));
 }
@@ -436,6 +455,7 @@ function keyRow(k) {
 }
 
 async function loadAgentKeys() {
+  if (!state.me || state.me.role !== "admin") return;
   let keys;
   try {
     keys = await api("/api/agents/keys");
@@ -450,7 +470,77 @@ async function loadAgentKeys() {
   $("agent-keys-table").hidden = keys.length === 0;
 }
 
-const loaders = { events: loadEvents, faces: loadFaces, analysis: loadAnalysis, clients: loadClients, agents: loadAgentKeys, settings: loadTokens };
+// ------------------------------------------------------------- accounts
+const parsePatterns = (text) => text.split(",").map((x) => x.trim()).filter(Boolean);
+
+async function changeUser(u, body, what) {
+  try {
+    await api(`/api/users/${encodeURIComponent(u.username)}`, { method: "PATCH", body });
+    toast(`${u.username}: ${what}`);
+  } catch (e) {
+    toast(`${u.username}: ${e.message}`, true);
+  }
+  loadUsers().catch(() => {});
+}
+
+function userRow(u) {
+  const role = el("select", { class: "user-role", "aria-label": `role of ${u.username}` },
+    ...["viewer", "operator", "admin"].map((r) => el("option", { value: r }, r)));
+  role.value = u.role;
+  role.addEventListener("change", () => changeUser(u, { role: role.value }, `role ${role.value}`));
+  const actions = el("div", { class: "user-actions" },
+    el("button", { class: "btn btn-sm edit-cameras", onclick: () => {
+      const text = prompt(`Cameras of ${u.username} (comma separated)`, u.cameras.join(", "));
+      if (text !== null) changeUser(u, { cameras: parsePatterns(text) }, "cameras changed");
+    } }, "Cameras"),
+    el("button", { class: "btn btn-sm reset-password", onclick: () => {
+      const pw = prompt(`New password for ${u.username} (at least 12 characters; ends their sessions)`);
+      if (pw) changeUser(u, { password: pw }, "password changed");
+    } }, "Password"),
+    el("button", { class: "btn btn-sm toggle-disabled", onclick: () => changeUser(u, { disabled: !u.disabled }, u.disabled ? "enabled" : "disabled") },
+      u.disabled ? "Enable" : "Disable"),
+    el("button", { class: "btn btn-sm btn-danger delete-user", onclick: async () => {
+      if (!confirm(`Delete ${u.username} and their API tokens?`)) return;
+      try {
+        await api(`/api/users/${encodeURIComponent(u.username)}`, { method: "DELETE" });
+        toast(`Deleted ${u.username}`);
+      } catch (e) { toast(e.message, true); }
+      loadUsers().catch(() => {});
+    } }, "Delete"));
+  return el("tr", { "data-user": u.username },
+    el("td", {}, u.username), el("td", {}, role), el("td", {}, u.cameras.join(", ")),
+    el("td", {}, el("span", { class: `badge ${u.disabled ? "badge-offline" : "badge-online"}` }, u.disabled ? "disabled" : "active")),
+    el("td", {}, ago(u.updated)), el("td", {}, actions));
+}
+
+async function loadUsers() {
+  const users = await api("/api/users");
+  $("users").replaceChildren(...users.map(userRow));
+}
+
+// ---------------------------------------------------------------- audit
+const AUDIT_ACTIONS = ["login", "login_failed", "login_rate_limited", "logout", "password_changed",
+  "user_created", "user_updated", "user_deleted", "token_created", "token_revoked",
+  "agent_key_approved", "agent_key_rejected", "agent_key_deleted", "processing_started", "processing_stopped",
+  "stream_started", "stream_stopped", "stream_settings", "face_enrolled", "face_renamed",
+  "face_deleted", "clients_cleaned_up"];
+
+async function loadAudit(more = false) {
+  const params = new URLSearchParams({ limit: "100" });
+  if ($("audit-action").value) params.set("action", $("audit-action").value);
+  if (more && state.auditCursor) params.set("cursor", state.auditCursor);
+  const page = await api(`/api/audit?${params}`);
+  const rows = page.records.map((x) => el("tr", { "data-action": x.action },
+    el("td", {}, new Date(x.ts).toLocaleString()), el("td", {}, x.action),
+    el("td", {}, x.via && x.via !== "-" ? `${x.user} (${x.via})` : x.user), el("td", {}, x.ip),
+    el("td", {}, x.target), el("td", { class: "audit-detail" }, Object.keys(x.detail).length ? JSON.stringify(x.detail) : "")));
+  if (more) $("audit").append(...rows); else $("audit").replaceChildren(...rows);
+  state.auditCursor = page.next_cursor;
+  $("audit-more").hidden = !page.next_cursor;
+  $("audit-empty").hidden = $("audit").children.length > 0;
+}
+
+const loaders = { events: loadEvents, faces: loadFaces, analysis: loadAnalysis, clients: loadClients, agents: loadAgentKeys, accounts: loadUsers, audit: loadAudit, settings: loadTokens };
 
 function showView(view) {
   state.view = view;
@@ -467,11 +557,11 @@ function onMessage(msg) {
       state.detections.set(rec.camera_id, { record: rec, at: Date.now() });
       const tile = state.tiles.get(rec.camera_id);
       if (tile) tile.draw();
+      refreshStats();
       break;
     }
     case "distributed_client_change":
-      scheduleCameras();
-      if (state.view === "clients") loadClients().catch(() => {});
+      refreshRegistry();
       break;
     case "event":
       if (state.view === "events") {
@@ -488,25 +578,41 @@ function onMessage(msg) {
     case "face_update":
       break;
     case "agent_key_pending":
-      toast(`New agent key waiting for approval: ${msg.data.fingerprint}`);
-      loadAgentKeys().catch(() => {});
+      state.newKeys.push(msg.data.fingerprint);
+      refreshAgentKeys();
       break;
     case "agent_key_update":
-      loadAgentKeys().catch(() => {});
+      refreshAgentKeys();
       break;
     case "hello":
       $("user").textContent = msg.data.user;
+      break;
+    case "error":
       break;
     default:
       break;
   }
 }
 
-let camTimer = null;
-function scheduleCameras() {
-  clearTimeout(camTimer);
-  camTimer = setTimeout(() => loadCameras().catch(() => {}), 150);
-}
+// Change notifications come in bursts (60 agents registering, a flood of pending keys):
+// each burst costs one reload, never one per notice.
+const refreshRegistry = coalesce(() => {
+  loadCameras().catch(() => {});
+  loadStats().catch(() => {});
+  if (state.view === "clients") loadClients().catch(() => {});
+}, 1000);
+// Detection updates mean worker stats moved: tiles' and overview figures, every 5 s at most.
+const refreshStats = coalesce(() => {
+  loadCameras().catch(() => {});
+  loadStats().catch(() => {});
+}, 5000);
+const refreshAgentKeys = coalesce(() => {
+  const fps = state.newKeys;
+  if (fps.length === 1) toast(`New agent key waiting for approval: ${fps[0]}`);
+  else if (fps.length > 1) toast(`${fps.length} new agent keys waiting for approval`);
+  state.newKeys = [];
+  loadAgentKeys().catch(() => {});
+}, 2000);
 
 const live = new LiveSocket({
   onMessage,
@@ -515,6 +621,7 @@ const live = new LiveSocket({
     if (tile) tile.frame(header, jpeg);
   },
   onState: (s) => {
+    if (s === "live") refreshRegistry(); // notices missed while reconnecting
     const b = $("conn-state");
     b.textContent = s === "live" ? "live" : s === "connecting" ? "connecting…" : "reconnecting…";
     b.className = `badge ${s === "live" ? "badge-online" : s === "connecting" ? "badge-stale" : "badge-offline"}`;
@@ -583,9 +690,44 @@ $("token-form").addEventListener("submit", async (e) => {
 });
 
 if (location.pathname === "/distributed") showView("live");
+$("user-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const msg = $("user-msg");
+  const body = {
+    username: $("user-name").value.trim(), password: $("user-password").value,
+    role: $("user-role").value, cameras: parsePatterns($("user-cameras").value),
+  };
+  try {
+    await api("/api/users", { method: "POST", body });
+    msg.className = "msg ok";
+    msg.textContent = `Created ${body.username} (${body.role}).`;
+    e.target.reset();
+  } catch (err) {
+    msg.className = "msg err";
+    msg.textContent = `Not created: ${err.message}`;
+  }
+  loadUsers().catch(() => {});
+});
+$("audit-action").append(...AUDIT_ACTIONS.map((a) => el("option", { value: a }, a)));
+$("audit-action").addEventListener("change", () => loadAudit().catch((e) => toast(e.message, true)));
+$("audit-refresh").addEventListener("click", () => loadAudit().catch((e) => toast(e.message, true)));
+$("audit-more").addEventListener("click", () => loadAudit(true).catch((e) => toast(e.message, true)));
+
+// Who am I: the role decides which pages and controls show (the server enforces it).
+function applyRole(me) {
+  state.me = me;
+  $("user").textContent = me.role === "admin" ? me.user : `${me.user} (${me.role})`;
+  document.body.dataset.role = me.role;
+  for (const node of document.querySelectorAll(".admin-only")) node.hidden = me.role !== "admin";
+}
+
 loadCameras().catch((e) => toast(e.message, true));
 loadStats().catch(() => {});
-loadAgentKeys().catch(() => {});
-api("/api/auth/me").then((me) => { $("user").textContent = me.user; }).catch(() => {});
-setInterval(() => { loadCameras().catch(() => {}); loadStats().catch(() => {}); }, 2500);
+api("/api/auth/me").then((me) => {
+  applyRole(me);
+  loadAgentKeys().catch(() => {});
+}).catch(() => {});
+// No polling: registry changes and detections arrive over the websocket (coalesced
+// above).  Per-minute figures and idle workers' stats also drift with time: slowly.
+setInterval(() => refreshStats(), 30000);
 setInterval(() => { for (const t of state.tiles.values()) t.renderState(); }, 1000);

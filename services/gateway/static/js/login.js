@@ -30,6 +30,10 @@ form.addEventListener("submit", async (ev) => {
     showError(`Too many failed attempts. Try again in ${wait} s.`);
   } else if (resp.status === 401) {
     showError("Wrong user name or password.");
+  } else if (resp.status === 503) {
+    showError("The gateway is busy checking other sign-ins. Try again in a moment.");
+  } else if (resp.status === 403) {
+    showError("Sign-in refused for this address: use a host name listed in gateway.allowed_hosts.");
   } else {
     showError(`Sign-in failed (${resp.status}).`);
   }
