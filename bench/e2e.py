@@ -35,9 +35,22 @@ SOURCES = ["cam1=demo:bus", "cam2=demo:zidane", "cam3=demo:astronaut", "cam4=dem
 #: Detector input size for this benchmark: the offline person model is YOLOv8s
 #: (28 GFLOPs at 640 px); 320 px keeps 2 CPU cores inside a real-time budget.
 IMGSZ = int(os.environ.get("SENTRI_BENCH_IMGSZ", "320"))
+#: Detector backend, e.g. "onnx", "openvino-int8" (the choice ``backend: auto`` made in
+#: the mixed bench); empty = the detector's default.
+BACKEND = os.environ.get("SENTRI_BENCH_BACKEND", "")
 
 
-def _stack(fps: float, state: Path, log: Path):
+def backend_env(backend: str) -> dict[str, str]:
+    if not backend:
+        return {}
+    kind, _, precision = backend.partition("-")
+    env = {"SENTRI_DETECTOR__BACKEND__TYPE": kind}
+    if precision:
+        env["SENTRI_DETECTOR__BACKEND__PRECISION"] = precision
+    return env
+
+
+def _stack(fps: float, state: Path, log: Path, backend: str = ""):
     ports = {k: free_port() for k in ("frame", "control", "pub", "gw")}
     password = secrets.token_urlsafe(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTRI_", "REDIS_URL"))}
@@ -51,6 +64,7 @@ def _stack(fps: float, state: Path, log: Path):
         SENTRI_DETECTOR__IMGSZ=str(IMGSZ),
         SENTRI_GENERAL__LOG_LEVEL="WARNING",
     )
+    env.update(backend_env(backend))
     args = [sys.executable, "-m", "sentri_cli.main", "up", "--demo", "--without", "faces",
             "--without", "analyst", "--state-dir", str(state), "--gateway-port", str(ports["gw"])]  # fmt: skip
     for s in SOURCES:
@@ -60,9 +74,9 @@ def _stack(fps: float, state: Path, log: Path):
     return proc, ports, password
 
 
-def _measure(fps: float, seconds: float, label: str, state: Path) -> dict:
+def _measure(fps: float, seconds: float, label: str, state: Path, backend: str = "") -> dict:
     OUT.mkdir(exist_ok=True)
-    proc, ports, password = _stack(fps, state, OUT / f"e2e-{label}.log")
+    proc, ports, password = _stack(fps, state, OUT / f"e2e-{label}.log", backend)
     base = f"http://127.0.0.1:{ports['gw']}"
     try:
 
@@ -81,6 +95,15 @@ def _measure(fps: float, seconds: float, label: str, state: Path) -> dict:
         ws = connect(f"ws://127.0.0.1:{ports['gw']}/ws",
                      additional_headers={"Cookie": cookie, "Origin": base}, max_size=None)  # fmt: skip
         ws.__enter__()
+
+        # Results per frame go only to connections watching the camera (as the
+        # dashboard's tiles do): subscribe to every camera once the agent registered.
+        def cameras() -> list[str]:
+            got = client.get("/api/cameras")
+            return [c["camera_id"] for c in got.json()] if got.status_code == 200 else []
+
+        wait_until(lambda: len(cameras()) >= len(SOURCES), 120, "cameras registered")
+        ws.send(json.dumps({"type": "subscribe", "cameras": cameras()}))
         # Warm-up: until every camera has produced detections (model load, export).
         seen: set[str] = set()
         deadline = time.monotonic() + 240
@@ -128,7 +151,8 @@ def _measure(fps: float, seconds: float, label: str, state: Path) -> dict:
             proc.kill()
     det = stats.get("services", {}).get("detector", {}) if isinstance(stats, dict) else {}
     return {
-        "label": f"{label} ({len(SOURCES)} cams × {fps:g} fps offered, detector {IMGSZ} px)",
+        "label": f"{label} ({len(SOURCES)} cams × {fps:g} fps offered, detector {IMGSZ} px"
+        + (f", {backend})" if backend else ")"),
         "offered_fps": len(SOURCES) * fps,
         "processed_fps": round(len(lat) / seconds, 2),
         "p50_ms": round(percentile(lat, 50), 1),
@@ -143,16 +167,16 @@ def _measure(fps: float, seconds: float, label: str, state: Path) -> dict:
     }
 
 
-def run(seconds: float = 20, nominal_fps: float | None = None) -> dict:
+def run(seconds: float = 20, nominal_fps: float | None = None, backend: str = BACKEND) -> dict:
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="sentri-bench-") as tmp:
         state = Path(tmp) / "state"
         # Capacity probe = the nominal run's processed rate; nominal is set below it.
         nominal = nominal_fps or 2.0
-        rows = [_measure(nominal, seconds, "nominal", state)]
+        rows = [_measure(nominal, seconds, "nominal", state, backend)]
         rows[0]["target"] = "p95 < 200 ms"
-        over = _measure(nominal * 3, seconds, "3x overload", state)
+        over = _measure(nominal * 3, seconds, "3x overload", state, backend)
         over["target"] = "p99 < 1 s, bounded"
         rows.append(over)
     return {"rows": rows}

@@ -1,7 +1,9 @@
 """`make bench`: every benchmark, each a ratio against a baseline measured in the same run.
 
 Writes bench/results.json and bench/results.md (the table pasted into README).
-Usage: python -m bench.run [--only transport,detector,e2e,edge] [--quick]
+``results.json`` also carries ``figures``: the headline numbers under flat dotted keys
+(``detector.mixed.ratio``, ``e2e.nominal.p95_ms``, ``scale.rebalance_s``, ...).
+Usage: python -m bench.run [--only transport,detector,mixed,int8,scale,e2e,edge] [--quick]
 """
 
 from __future__ import annotations
@@ -48,10 +50,28 @@ def section_detector(quick: bool) -> dict:
     return detector_bench.run(seconds=10 if quick else 20, cameras=4)
 
 
-def section_e2e(quick: bool) -> dict:
+def section_mixed(quick: bool) -> dict:
+    from bench import detector_mixed
+
+    return detector_mixed.run(seconds=30 if quick else 60)
+
+
+def section_int8(quick: bool) -> dict:
+    from bench import int8_bench
+
+    return int8_bench.run(calls=4 if quick else 8)
+
+
+def section_scale(quick: bool) -> dict:
+    from bench import scale_drill
+
+    return scale_drill.run(cameras=64, fps=5.0, replicas=3)
+
+
+def section_e2e(quick: bool, chosen: str = "") -> dict:
     from bench import e2e
 
-    return e2e.run(seconds=10 if quick else 20)
+    return e2e.run(seconds=10 if quick else 20, backend=chosen or e2e.BACKEND)
 
 
 def section_edge(quick: bool) -> dict:
@@ -63,9 +83,48 @@ def section_edge(quick: bool) -> dict:
 SECTIONS = {
     "transport": section_transport,
     "detector": section_detector,
+    "mixed": section_mixed,
+    "int8": section_int8,
+    "scale": section_scale,
     "e2e": section_e2e,
     "edge": section_edge,
 }
+
+
+def figures(results: dict) -> dict:
+    """The headline figures under the flat keys issue trackers and READMEs quote."""
+    out: dict = {}
+
+    def put(key: str, section: str, *path: str) -> None:
+        node = results.get(section)
+        for p in path:
+            if not isinstance(node, dict) or p not in node:
+                return
+            node = node[p]
+        out[key] = node
+
+    put("detector.mixed.cpu_ms_per_camera_second", "mixed", "cpu_ms_per_camera_second")
+    put(
+        "detector.mixed.baseline_cpu_ms_per_camera_second",
+        "mixed",
+        "baseline_cpu_ms_per_camera_second",
+    )
+    put("detector.mixed.ratio", "mixed", "ratio")
+    put("detector.mixed.events_missed", "mixed", "events_missed")
+    put("detector.int8.speedup", "int8", "bundled", "speedup")
+    put("detector.int8.iou_min", "int8", "bundled", "iou_min")
+    put("detector.int8.yolo11n.speedup", "int8", "yolo11n", "speedup")
+    put("detector.int8.yolo11n.iou_min", "int8", "yolo11n", "iou_min")
+    e = results.get("e2e")
+    if isinstance(e, dict):
+        for row in e.get("rows", []):
+            if str(row.get("label", "")).startswith("nominal"):
+                out["e2e.nominal.p95_ms"] = row.get("p95_ms")
+    put("scale.rebalance_s", "scale", "rebalance_s")
+    put("scale.owners_max", "scale", "owners_max")
+    put("scale.cameras", "scale", "cameras")
+    put("transport.throughput_ratio", "transport", "throughput_ratio")
+    return out
 
 
 def to_markdown(results: dict) -> str:
@@ -110,6 +169,36 @@ def to_markdown(results: dict) -> str:
                 f"{row['p50_ms']} / {row['p95_ms']} / {row['p99_ms']} ms (skipped {row.get('skipped', 0)}) | — | "
                 f"{row.get('target', '')} |"
             )
+    mx = results.get("mixed")
+    if mx and "error" not in mx:
+        lines.append(
+            f"| detector CPU, {mx['cameras']} cams ({mx['busy']} busy, {mx['static']} static + "
+            f"passer-by) × {mx['fps']:g} fps, {mx['seconds']:g} s | "
+            f"{mx['cpu_ms_per_camera_second']} ms CPU per camera-second "
+            f"({mx['sentri']['backend']}; events missed {mx['events_missed']}) | "
+            f"{mx['baseline_cpu_ms_per_camera_second']} ms (every frame, onnx FP32) | "
+            f"**{mx['ratio']}×** (target ≥ 3×) |"
+        )
+    i8 = results.get("int8")
+    if i8 and "error" not in i8:
+        for name, label in (("bundled", "YOLOv8s person model"), ("yolo11n", "yolo11n arch.")):
+            m = i8[name]
+            iou = m["iou_min"] if m["iou_min"] is not None else "n/a (random weights)"
+            lines.append(
+                f"| INT8 {label}, CPU ms per 640×480 frame (OpenVINO / ONNX RT) | "
+                f"{m['cpu_ms']['openvino-int8']} / {m['cpu_ms']['onnx-int8']} ms, IoU min {iou} | "
+                f"{m['cpu_ms']['openvino']} / {m['cpu_ms']['onnx']} ms FP32 | "
+                f"**{m['speedup_openvino']}× / {m['speedup_onnx']}×** |"
+            )
+    sc = results.get("scale")
+    if sc and "error" not in sc:
+        lines.append(
+            f"| scale drill: {sc['cameras']} cams × {sc['fps']:g} fps, {sc['replicas']} replicas, "
+            f"kill -9 one (stub processor) | takeover {sc['rebalance_s']} s, owners max "
+            f"{sc['owners_max']}, duplicates {sc['duplicates']}, order violations "
+            f"{sc['order_violations']} | spread {list(sc['spread_before'].values())} → "
+            f"{list(sc['spread_after'].values())} | target < 5 s, 1 owner |"
+        )
     g = results.get("edge")
     if g and "error" not in g:
         for row in g.get("rows", []):
@@ -131,15 +220,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     names = args.only.split(",") if args.only else list(SECTIONS)
     results: dict = {"machine": machine()}
+    if args.only and (HERE / "results.json").exists():
+        # --only refreshes some sections; the others keep their last figures.
+        try:
+            previous = json.loads((HERE / "results.json").read_text())
+        except ValueError:
+            previous = {}
+        results = {**previous, "machine": machine()}
     for name in names:
         print(f"==> bench {name} ...", flush=True)
         t0 = time.monotonic()
         try:
-            results[name] = SECTIONS[name](args.quick)
+            if name == "e2e":  # the backend `auto` chose in the mixed bench, if it ran
+                chosen = (results.get("mixed") or {}).get("sentri", {}).get("backend", "")
+                results[name] = section_e2e(args.quick, chosen)
+            else:
+                results[name] = SECTIONS[name](args.quick)
         except Exception as exc:  # a failed section is reported, the others still run
             traceback.print_exc()
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
         print(f"    {name} done in {time.monotonic() - t0:.0f}s", flush=True)
+    results["figures"] = figures(results)
     (HERE / "results.json").write_text(json.dumps(results, indent=2))
     md = to_markdown(results)
     (HERE / "results.md").write_text(md)

@@ -324,7 +324,9 @@ class Processor:
     def setup(self, runtime: WorkerRuntime) -> None:
         """Called once before frames flow (load models here)."""
 
-    def process_batch(self, frames: list[Frame]) -> None:
+    def process_batch(self, frames: list[Frame]) -> Iterable[Frame] | None:
+        """Process ``frames``; may return the frames it passed over as static (counted
+        as ``skipped_static`` instead of processed)."""
         raise NotImplementedError
 
     def on_cameras_changed(self, owned: frozenset[str]) -> None:
@@ -339,6 +341,7 @@ class CameraStats:
     received: int = 0
     processed: int = 0
     skipped: int = 0
+    skipped_static: int = 0
     latency_ewma_ms: float = 0.0
     recent: deque = field(default_factory=lambda: deque(maxlen=64))  # processed times
     #: The service's own per-camera counters (``WorkerRuntime.count``), e.g. faces'
@@ -621,6 +624,7 @@ class WorkerRuntime:
                     "received": st.received,
                     "processed": st.processed,
                     "skipped": st.skipped,
+                    "skipped_static": st.skipped_static,
                     "latency_ms": round(st.latency_ewma_ms, 1),
                     "updated": round(now, 3),
                     "counters": self.counters(cam),
@@ -649,7 +653,7 @@ class WorkerRuntime:
                 continue
             t0 = time.perf_counter()
             try:
-                self.processor.process_batch(fresh)
+                static = {id(f) for f in self.processor.process_batch(fresh) or ()}
             except Exception:
                 metrics.WORKER_ERRORS.labels(self.service).inc()
                 ok, suppressed = self._burst.should_log("process")
@@ -663,6 +667,9 @@ class WorkerRuntime:
             done = time.time()
             for f in fresh:
                 st = self._cam_stats(f.camera_id)
+                if id(f) in static:
+                    st.skipped_static += 1
+                    continue
                 st.processed += 1
                 st.recent.append(done)
                 lat = max(0.0, done - f.rx_time)  # cluster clocks only

@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ingest-pub", metavar="ENDPOINT", help="ingest fan-out, tcp://host:5557")
     run.add_argument("--replica-id", help="replica name (default: detector-<host>-<pid>-<rand>)")
     run.add_argument(
-        "--backend", choices=["torch", "onnx", "openvino"], help="detector.backend.type"
+        "--backend", choices=["torch", "onnx", "openvino", "auto"], help="detector.backend.type"
     )
     run.add_argument("--device", help="cpu, cuda or cuda:N (detector.device)")
     run.add_argument("--metrics-port", type=int, help="Prometheus port (general.metrics_port)")

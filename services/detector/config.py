@@ -53,18 +53,43 @@ class OnnxBackendConfig(Section):
         description="Let ONNX Runtime threads busy-wait between ops (faster, but burns CPU "
         "when the host is shared).",
     )
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="int8: run a statically quantized copy of the export (made once, cached; "
+        "calibrated on the demo scenes). Check it with the accuracy gate "
+        "(`backend: auto` does).",
+    )
 
 
 class OpenVinoBackendConfig(Section):
-    """Run an OpenVINO export (needs the ``openvino`` package, not installed by default)."""
+    """Run the cached ONNX export with the OpenVINO runtime (pip package ``openvino``)."""
 
     type: Literal["openvino"] = Field("openvino", description="Backend selector.")
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32", description="int8: the statically quantized export (as for onnx)."
+    )
+
+
+class AutoBackendConfig(Section):
+    """Measure the candidates once (cached in <state_dir>/models) and use the fastest
+    that passes the accuracy gate against FP32 on the reference photos."""
+
+    type: Literal["auto"] = Field("auto", description="Backend selector.")
+    candidates: list[Literal["onnx", "onnx-int8", "openvino", "openvino-int8"]] = Field(
+        default_factory=lambda: ["onnx", "onnx-int8", "openvino", "openvino-int8"],
+        min_length=1,
+        max_length=4,
+        description="Backends to measure; onnx (FP32) is the reference of the gate.",
+    )
+    remeasure: bool = Field(
+        False, description="Measure again at start even when a cached choice exists."
+    )
 
 
 DEFAULT_BACKEND = "onnx"
 
 BackendConfig = Annotated[
-    TorchBackendConfig | OnnxBackendConfig | OpenVinoBackendConfig,
+    TorchBackendConfig | OnnxBackendConfig | OpenVinoBackendConfig | AutoBackendConfig,
     Field(discriminator="type"),
 ]
 
@@ -165,6 +190,59 @@ class DetectorConfig(Section):
     tracker: TrackerConfig = Field(
         default_factory=TrackerConfig, description="Tracking and track-event settings."
     )
+    motion_aware: bool = Field(
+        True,
+        description="Run the model only on frames with motion (agent `motion` header or the "
+        "central check), while tracks are unsettled, and one keyframe every idle_interval_s; "
+        "other frames are counted as skipped_static. false = every frame (the old pipeline).",
+    )
+    idle_interval_s: float = Field(
+        5.0,
+        gt=0.0,
+        le=3600.0,
+        description="A camera without motion or unsettled tracks still gets one keyframe "
+        "detection this often (catches agents that under-report motion).",
+    )
+    motion_threshold: float = Field(
+        0.004,
+        gt=0.0,
+        le=1.0,
+        description="Fraction of changed pixels (agent header or central check) that counts "
+        "as motion.",
+    )
+    motion_hold_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=60.0,
+        description="Keep detecting this long after the last motion or the last move of a track.",
+    )
+    central_motion: bool = Field(
+        True,
+        description="Measure motion centrally too (a reduced grey JPEG decode, ~1 ms), so an "
+        "agent that sends no or a wrong `motion` header is still caught.",
+    )
+    motion_pixel_delta: int = Field(
+        18,
+        ge=1,
+        le=255,
+        description="Central check: a pixel changed when it differs from the background by "
+        "more grey levels than this.",
+    )
+    regions: bool = Field(
+        True,
+        description="When motion is confined, run the model on square crops around the "
+        "motion and the live tracks at region_imgsz instead of on the full frame.",
+    )
+    region_imgsz: int = Field(
+        320, ge=64, le=1920, description="Inference size of region crops (multiple of 32)."
+    )
+    region_max_area: float = Field(
+        0.45,
+        gt=0.0,
+        le=1.0,
+        description="Regions covering more than this fraction of the frame: full frame instead.",
+    )
+    max_regions: int = Field(2, ge=1, le=8, description="Most region crops per frame.")
 
     @model_validator(mode="before")
     @classmethod
@@ -175,7 +253,7 @@ class DetectorConfig(Section):
             data = {**data, "backend": {"type": DEFAULT_BACKEND, **backend}}
         return data
 
-    @field_validator("imgsz")
+    @field_validator("imgsz", "region_imgsz")
     @classmethod
     def _multiple_of_32(cls, v: int) -> int:
         if v % 32:

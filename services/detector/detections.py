@@ -91,6 +91,20 @@ class Detections:
         scale = np.array([width, height, width, height], dtype=np.float32)
         return np.clip(self.xyxy / scale, 0.0, 1.0)
 
+    def nms(self, iou: float) -> Detections:
+        """Class-wise non-maximum suppression (highest confidence wins)."""
+        if len(self) < 2:
+            return self
+        import cv2
+
+        xywh = self.xyxy.copy()
+        xywh[:, 2:] -= xywh[:, :2]
+        keep = cv2.dnn.NMSBoxesBatched(
+            xywh, self.confidence, self.class_id.astype(np.int32), -1.0, iou
+        )
+        keep = np.sort(np.asarray(keep, np.int64).reshape(-1))
+        return self if len(keep) == len(self) else self[keep]
+
     def top_k(self, k: int) -> Detections:
         if len(self) <= k:
             return self
@@ -134,6 +148,11 @@ class LabelMap:
             return None
         wanted_set = set(wanted)
         return {i for i, c in self.classes.items() if c.name in wanted_set}
+
+    @property
+    def merges_classes(self) -> bool:
+        """Several raw classes report as one (the fall model's Normal/Fall -> person)."""
+        return len({c.class_id for c in self.classes.values()}) < len(self.classes)
 
     def apply(self, det: Detections, allowed: set[int] | None) -> Detections:
         """Filter to ``allowed`` raw ids and rewrite class ids/attributes to reported ones."""

@@ -35,3 +35,23 @@ EVENTS_DROPPED = Counter(
     "sentri_detector_events_dropped_total",
     "Unpublished events dropped because the retry queue was full (Redis down for long).",
 )
+FRAMES_SKIPPED_STATIC = Counter(
+    "sentri_detector_frames_skipped_static_total",
+    "Frames passed over because nothing moved (motion-aware scheduling), by camera; "
+    "apart from the runtime's overload skips.",
+    ["camera"],
+)
+DETECT_DECISIONS = Counter(
+    "sentri_detector_decisions_total",
+    "Frames the model ran on, by why: motion, tracks, keyframe or always (motion_aware off).",
+    ["reason"],
+)
+MOTION_HEADER_CLAMPED = Counter(
+    "sentri_detector_motion_header_clamped_total",
+    "Frames whose agent `motion` header was outside 0..1 (clamped) or not a number (ignored).",
+)
+INFERENCE_MODE = Counter(
+    "sentri_detector_inference_frames_total",
+    "Frames run through the model, by mode: full (whole frame) or region (crops).",
+    ["mode"],
+)

@@ -12,6 +12,7 @@ import logging
 import shutil
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,8 @@ from services.detector.config import DetectorConfig
 from services.detector.detections import Detections
 from services.detector.models import resolve_model
 from services.detector.records import detection_record, event_record
+from services.detector.regions import Region, merge_detections, plan_regions
+from services.detector.scheduling import Decision, MotionScheduler
 from services.detector.tracking import CameraTracker, TrackEvent
 from shared.keys import STREAM_DETECTIONS
 from shared.publishing import SnapshotSink
@@ -79,6 +82,17 @@ def load_backend(config: DetectorConfig, state_dir: str | Path) -> Backend:
     return backend
 
 
+@dataclass(slots=True)
+class _Job:
+    """One frame the model runs on: full frame (``regions`` None) or crops."""
+
+    frame: Frame
+    image: np.ndarray
+    t: float  # the frame clock (scheduling.frame_clock)
+    regions: list[Region] | None
+    det: Detections = field(default_factory=Detections.empty)
+
+
 class DetectorProcessor(Processor):
     """YOLO detection + per-camera tracking on this replica's cameras."""
 
@@ -106,6 +120,7 @@ class DetectorProcessor(Processor):
         # Run the model below the report threshold so ByteTrack's second association
         # can keep tracks alive through weak detections; report only confident ones.
         self.infer_conf = min(config.confidence, config.tracker.low_thresh)
+        self.scheduler = MotionScheduler(config)
 
     # ------------------------------------------------------------------ lifecycle
     def setup(self, runtime: WorkerRuntime) -> None:
@@ -151,42 +166,124 @@ class DetectorProcessor(Processor):
                 self._drop_camera(cam, "disabled" if cam in disabled else "handover")
 
     # ------------------------------------------------------------------ frames
-    def process_batch(self, frames: list[Frame]) -> None:
+    def process_batch(self, frames: list[Frame]) -> list[Frame]:
+        """Detect on the frames that need it; returns the frames passed over as static.
+
+        The runtime counts returned frames as ``skipped_static``, not as processed.
+        """
         runtime, backend = self.runtime, self.backend
         assert runtime is not None and backend is not None, "setup() not called"
-        batch: list[tuple[Frame, np.ndarray]] = []
-        for f in frames:  # the runtime hands over owned cameras' frames only
-            img = f.image()  # capped, checked and counted by the runtime
-            if img is None:
-                continue
-            batch.append((f, img))
-        if not batch:
-            return
+        owned = runtime.owned
+        cfg = self.config
+        passed: list[Frame] = []
+        jobs: list[_Job] = []
+        with self._lock:
+            for f in frames:
+                if f.camera_id not in owned:
+                    continue  # in flight while the camera moved away
+                if f.dimensions() is None:
+                    continue  # refused before any decode, counted by the runtime
+                tracker = self._tracker(f.camera_id)
+                tracker.note_frame()
+                t = f.rx_time
+                decision = self.scheduler.decide(
+                    f, tracks_unsettled=tracker.unsettled(t, cfg.motion_hold_s), t=t
+                )
+                if not decision.detect:
+                    passed.append(f)
+                    metrics.FRAMES_SKIPPED_STATIC.labels(f.camera_id).inc()
+                    continue
+                metrics.DETECT_DECISIONS.labels(decision.reason).inc()
+                img = f.image()  # capped, checked and counted by the runtime
+                if img is None:
+                    continue
+                jobs.append(_Job(f, img, t, self._regions(decision, tracker, img)))
+        if not jobs:
+            return passed
         t0 = time.perf_counter()
-        results = backend.infer([img for _, img in batch], conf=self.infer_conf)
+        self._infer(backend, jobs)
         took = time.perf_counter() - t0
         metrics.INFERENCE_SECONDS.labels(backend.type_name).observe(took)
-        metrics.BATCH_SIZE.observe(len(batch))
+        metrics.BATCH_SIZE.observe(len(jobs))
         with self._lock:
             owned = runtime.owned  # re-read: the camera may have moved during inference
-            for (frame, img), det in zip(batch, results, strict=True):
-                if frame.camera_id not in owned:
+            for job in jobs:
+                if job.frame.camera_id not in owned:
                     continue
-                h, w = img.shape[:2]
-                self._handle(frame, det, w, h, took * 1000, len(batch))
+                h, w = job.image.shape[:2]
+                self._handle(job, w, h, took * 1000, len(jobs))
             metrics.ACTIVE_TRACKS.set(sum(len(t.tracks) for t in self.trackers.values()))
+        return passed
 
-    def _handle(
-        self, frame: Frame, det: Detections, w: int, h: int, inference_ms: float, batch: int
-    ) -> None:
-        assert self.runtime is not None and self.backend is not None
-        det = self.labels.apply(det, self.allowed)
-        tracker = self.trackers.get(frame.camera_id)
+    def _tracker(self, cam: str) -> CameraTracker:
+        tracker = self.trackers.get(cam)
         if tracker is None:
-            tracker = self.trackers[frame.camera_id] = CameraTracker(
-                frame.camera_id, self.config.tracker
+            tracker = self.trackers[cam] = CameraTracker(cam, self.config.tracker)
+        return tracker
+
+    def _regions(
+        self, decision: Decision, tracker: CameraTracker, img: np.ndarray
+    ) -> list[Region] | None:
+        """Crops to run instead of the full frame, or None (full frame).
+
+        Keyframes always look at the whole frame; so does a frame whose motion only the
+        agent saw (the central check could not say where).
+        """
+        cfg = self.config
+        motion = decision.motion
+        if not cfg.regions or motion is None or decision.reason not in ("motion", "tracks"):
+            return None
+        claimed = decision.header_motion
+        if claimed is not None and claimed >= cfg.motion_threshold > motion.score:
+            return None
+        h, w = img.shape[:2]
+        boxes = np.concatenate([motion.boxes, tracker.boxes()])
+        return plan_regions(
+            boxes,
+            w,
+            h,
+            min_side=cfg.region_imgsz,
+            max_area=cfg.region_max_area,
+            max_regions=cfg.max_regions,
+        )
+
+    def _infer(self, backend: Backend, jobs: list[_Job]) -> None:
+        """Fill ``job.det``: full frames in one call, all region crops in another."""
+        full = [j for j in jobs if j.regions is None]
+        cropped = [j for j in jobs if j.regions is not None]
+        if full:
+            for job, det in zip(
+                full, backend.infer([j.image for j in full], conf=self.infer_conf), strict=True
+            ):
+                job.det = det
+            metrics.INFERENCE_MODE.labels("full").inc(len(full))
+        if cropped:
+            crops = [(j, r) for j in cropped for r in j.regions or ()]
+            dets = backend.infer(
+                [r.crop(j.image) for j, r in crops],
+                conf=self.infer_conf,
+                imgsz=self.config.region_imgsz,
             )
-        det, events = tracker.update(det, width=w, height=h, ts_ms=frame.ts_ms, jpeg=frame.jpeg)
+            parts: dict[int, list] = {}
+            for (job, region), det in zip(crops, dets, strict=True):
+                parts.setdefault(id(job), []).append((region, det))
+            for job in cropped:
+                h, w = job.image.shape[:2]
+                job.det = merge_detections(parts.get(id(job), []), w, h, self.config.iou)
+            metrics.INFERENCE_MODE.labels("region").inc(len(cropped))
+
+    def _handle(self, job: _Job, w: int, h: int, inference_ms: float, batch: int) -> None:
+        assert self.runtime is not None and self.backend is not None
+        frame = job.frame
+        det = self.labels.apply(job.det, self.allowed)
+        if self.labels.merges_classes:
+            # One person seen as both "Normal" and "Fall" is one person: one track,
+            # the more confident posture (two tracks would flicker in and out).
+            det = det.nms(self.config.iou)
+        tracker = self._tracker(frame.camera_id)
+        det, events = tracker.update(
+            det, width=w, height=h, ts_ms=frame.ts_ms, jpeg=frame.jpeg, now=job.t
+        )
         reported = det[det.confidence >= self.config.confidence].top_k(self.config.max_objects)
         record = detection_record(
             frame,
@@ -200,6 +297,7 @@ class DetectorProcessor(Processor):
             inference_ms=inference_ms,
             batch=batch,
         )
+        record["regions"] = len(job.regions) if job.regions else 0
         if self.runtime.publish_result(STREAM_DETECTIONS, record) is None:
             metrics.PUBLISH_FAILURES.labels(STREAM_DETECTIONS).inc()
         for obj in record["objects"]:
@@ -230,6 +328,7 @@ class DetectorProcessor(Processor):
             )
 
     def _drop_camera(self, cam: str, reason: str) -> None:
+        self.scheduler.forget(cam)
         tracker = self.trackers.pop(cam, None)
         if tracker is None:
             return
@@ -246,12 +345,22 @@ class DetectorProcessor(Processor):
         return {c for c, f in zip(cameras, flags, strict=True) if f in ("0", b"0")}
 
     def _sweep_loop(self) -> None:
-        """Close tracks of cameras that stopped sending frames."""
+        """Close tracks of cameras that stopped sending frames.
+
+        "Sending" is judged by the runtime's receive counter, not by processing: under
+        overload a camera's frames may be processed seconds apart while it still sends.
+        """
         interval = min(1.0, self.config.tracker.lost_after_s / 2)
+        received: dict[str, int] = {}
         while not self._stop.wait(interval):
             try:
+                stats = self.runtime.stats if self.runtime is not None else {}
                 with self._lock:
-                    for tracker in list(self.trackers.values()):
+                    for cam, tracker in list(self.trackers.items()):
+                        st = stats.get(cam)
+                        if st is not None and st.received != received.get(cam):
+                            received[cam] = st.received
+                            tracker.note_frame()
                         self._emit(tracker.expire())
             except Exception:
                 log.exception("track sweep failed")

@@ -4,9 +4,16 @@ A :class:`CameraTracker` gives each detection a stable ``tracker_id`` and turns 
 life cycles into :class:`TrackEvent` s:
 
 * ``object_entered`` once a track has been seen in ``min_hits`` frames;
-* ``object_left`` once an entered track has not been seen for ``lost_after_s``
-  (wall clock, so a camera that stops sending still closes its tracks), or when the
-  camera leaves this replica (``reason``: ``handover``, ``disabled``, ``shutdown``).
+* ``object_left`` once an entered track was missed by at least two detection runs
+  and not seen for ``lost_after_s`` (frame clock); when the camera sends nothing for
+  ``lost_after_s`` (wall clock, :meth:`CameraTracker.expire`); or when the camera
+  leaves this replica (``reason``: ``handover``, ``disabled``, ``shutdown``).
+
+Motion-aware scheduling runs the model on a static camera only every few seconds:
+a track is judged by the detection runs that happened, never by the frames that
+were passed over, so an object that stands still survives the gaps.  The tracker
+also tells the scheduler whether it has *unsettled* tracks (unconfirmed, missed by
+the last run, or moved recently), which keep the model running.
 
 Each track remembers its best (most confident) sighting: box, confidence and the
 frame's JPEG, which becomes the event snapshot.
@@ -38,6 +45,12 @@ class TrackState:
     best_jpeg: bytes = b""
     best_attributes: dict = field(default_factory=dict)
     entered: bool = False
+    #: Detection runs in a row that did not see this track.
+    misses: int = 0
+    #: Last box (pixels xyxy) and where it was when it last moved noticeably.
+    last_box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    anchor_box: tuple[float, float, float, float] | None = None
+    last_moved_t: float = 0.0
     #: Snapshot of the best frame stored at "entered" (reused by "left" if still best).
     snapshot_id: str | None = None
     snapshot_confidence: float = -1.0
@@ -63,6 +76,18 @@ class TrackEvent:
         )
 
 
+#: A track moved when its centre left its anchor by this fraction of its size.
+MOVE_FRACTION = 0.08
+
+
+def _moved(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
+    size = max(a[2] - a[0], a[3] - a[1], 1.0)
+    dx = (b[0] + b[2] - a[0] - a[2]) / 2
+    dy = (b[1] + b[3] - a[1] - a[3]) / 2
+    grown = abs((b[2] - b[0]) - (a[2] - a[0])) + abs((b[3] - b[1]) - (a[3] - a[1]))
+    return max(abs(dx), abs(dy)) > MOVE_FRACTION * size or grown > 2 * MOVE_FRACTION * size
+
+
 def bytetrack_args(cfg: TrackerConfig) -> SimpleNamespace:
     """The settings namespace ultralytics' BYTETracker expects."""
     return SimpleNamespace(
@@ -86,6 +111,23 @@ class CameraTracker:
         self.cfg = cfg
         self.tracker = BYTETracker(bytetrack_args(cfg))
         self.tracks: dict[int, TrackState] = {}
+        #: Wall time of the last frame received (detected on or passed over).
+        self.last_frame_wall = time.time()
+
+    def note_frame(self, wall: float | None = None) -> None:
+        """A frame arrived (even one passed over): the camera is not silent."""
+        self.last_frame_wall = time.time() if wall is None else wall
+
+    def unsettled(self, t: float, hold_s: float) -> bool:
+        """Tracks that need the model on the next frame: unconfirmed, just missed, or moving."""
+        return any(
+            not st.entered or st.misses > 0 or t - st.last_moved_t <= hold_s
+            for st in self.tracks.values()
+        )
+
+    def boxes(self) -> np.ndarray:
+        """Last boxes (pixels xyxy) of the live tracks."""
+        return np.array([st.last_box for st in self.tracks.values()], np.float32).reshape(-1, 4)
 
     def update(
         self,
@@ -108,6 +150,7 @@ class CameraTracker:
         ids = np.full(len(det), -1, dtype=np.int64)
         events: list[TrackEvent] = []
         norm = det.normalized_boxes(width, height)
+        seen: set[int] = set()
         for row in out:
             # BYTETracker rows: x1, y1, x2, y2, track_id, score, cls, detection index
             track_id, idx = int(row[4]), int(row[7])
@@ -121,8 +164,14 @@ class CameraTracker:
                     track_id, int(det.class_id[idx]), ts_ms, ts_ms, now
                 )
             st.hits += 1
+            st.misses = 0
+            seen.add(track_id)
             st.last_seen_ms = max(st.last_seen_ms, ts_ms)
             st.last_seen_wall = now
+            box = tuple(float(v) for v in det.xyxy[idx])
+            st.last_box = box  # type: ignore[assignment]
+            if st.anchor_box is None or _moved(st.anchor_box, box):
+                st.anchor_box, st.last_moved_t = box, now  # type: ignore[assignment]
             if conf > st.best_confidence:
                 st.best_confidence = conf
                 st.best_box = [round(float(v), 5) for v in norm[idx]]
@@ -133,20 +182,33 @@ class CameraTracker:
                 st.entered = True
                 events.append(TrackEvent("object_entered", self.camera_id, ts_ms, st))
         det.tracker_id = ids
-        events.extend(self.expire(now))
-        return det, events
-
-    def expire(self, now: float | None = None) -> list[TrackEvent]:
-        """Close tracks unseen for ``lost_after_s``: 'left' for entered ones."""
-        now = time.time() if now is None else now
-        events = []
         for track_id, st in list(self.tracks.items()):
-            if now - st.last_seen_wall > self.cfg.lost_after_s:
+            if track_id in seen:
+                continue
+            st.misses += 1
+            gone = now - st.last_seen_wall > self.cfg.lost_after_s
+            # Entered tracks need two misses in a row: one weak run after an idle gap
+            # must not end a track that is still there.
+            if gone and (st.misses >= 2 or not st.entered):
                 del self.tracks[track_id]
                 if st.entered:
                     events.append(
                         TrackEvent("object_left", self.camera_id, int(now * 1000), st, "lost")
                     )
+        return det, events
+
+    def expire(self, now: float | None = None) -> list[TrackEvent]:
+        """Close every track when the camera sent nothing for ``lost_after_s`` (wall clock)."""
+        now = time.time() if now is None else now
+        if not self.tracks or now - self.last_frame_wall <= self.cfg.lost_after_s:
+            return []
+        events = [
+            TrackEvent("object_left", self.camera_id, int(now * 1000), st, "lost")
+            for st in self.tracks.values()
+            if st.entered
+        ]
+        self.tracks.clear()
+        self.tracker.reset()
         return events
 
     def close(self, reason: str = "handover") -> list[TrackEvent]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pydantic import Field, SecretStr, field_validator
 
@@ -12,6 +12,7 @@ from shared.config import (
     IngestConfig,
     RedisConfig,
     Section,
+    WorkerConfig,
     load_section,
 )
 
@@ -158,6 +159,8 @@ class GatewaySettings:
     redis: RedisConfig
     general: GeneralConfig
     ingest: IngestConfig
+    #: Workers' membership TTL: the one rule for "a replica is live" (shared.worker.live_members).
+    worker: WorkerConfig = field(default_factory=WorkerConfig)
 
 
 def load_settings(
@@ -181,4 +184,5 @@ def load_settings(
         ),
         general=load_section(GeneralConfig, "general", config_file=config_file, env=env),
         ingest=load_section(IngestConfig, "ingest", config_file=config_file, env=env),
+        worker=load_section(WorkerConfig, "worker", config_file=config_file, env=env),
     )

@@ -116,7 +116,7 @@ def test_random_maps_are_refused_with_protocol_error(d: dict) -> None:
     required = {"v", "client_id", "camera_id", "seq", "ts", "w", "h", "enc"}
     checks = [(lambda: parse_header(data), not required <= set(d))]
     for expect in (AGENT_TO_INGEST, INGEST_TO_AGENT):
-        plausible = d.get("v") == 1 and d.get("type") in expect
+        plausible = d.get("v") == 1 and isinstance(d.get("type"), str) and d["type"] in expect
         checks.append((lambda expect=expect: decode_control(data, expect=expect), not plausible))
     for decoder, must_refuse in checks:
         try:

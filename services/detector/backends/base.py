@@ -54,8 +54,13 @@ class Backend(ABC):
         """Load (and if needed export) the model.  Raises :class:`BackendUnavailable`."""
 
     @abstractmethod
-    def infer(self, images: list[np.ndarray], conf: float) -> list[Detections]:
-        """Detections (raw model class ids) for each image, at least ``conf`` confident."""
+    def infer(
+        self, images: list[np.ndarray], conf: float, imgsz: int | None = None
+    ) -> list[Detections]:
+        """Detections (raw model class ids) for each image, at least ``conf`` confident.
+
+        ``imgsz`` overrides ``detector.imgsz`` for this call (region crops run smaller).
+        """
 
     def warmup(self) -> None:
         """One inference on a blank frame so the first real frame is not slow."""

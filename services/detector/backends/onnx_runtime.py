@@ -20,6 +20,7 @@ import ast
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -150,7 +151,13 @@ class OnnxBackend(Backend):
                 cache_dir=models_dir(self.state_dir),
             )
             path = str(self.cached_export)
+        if cfg.precision == "int8":
+            from services.detector.quantize import quantize_int8
+
+            path = str(quantize_int8(Path(path)))
+            self.cached_export = Path(path)  # a corrupt int8 copy is made again
         providers: list = ["CPUExecutionProvider"]
+
         on_cuda = self.config.device.startswith("cuda")
         if on_cuda:
             if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -221,14 +228,20 @@ class OnnxBackend(Backend):
             log.warning("ONNX model has no readable class names; using numbers")
             return {}
 
-    def _shape(self, img: np.ndarray) -> tuple[int, int]:
+    def _shape(self, img: np.ndarray, imgsz: int | None = None) -> tuple[int, int]:
         return letterbox_shape(
-            img.shape[0], img.shape[1], self.config.imgsz, self.stride, self.fixed_shape
+            img.shape[0], img.shape[1], imgsz or self.config.imgsz, self.stride, self.fixed_shape
         )
 
-    def _detect(self, session, images: list[np.ndarray], conf: float) -> list[Detections]:  # noqa: ANN001
+    def _detect(
+        self,
+        session,  # noqa: ANN001
+        images: list[np.ndarray],
+        conf: float,
+        imgsz: int | None = None,
+    ) -> list[Detections]:
         """One model call on images of the same letterboxed shape."""
-        shape = self._shape(images[0])
+        shape = self._shape(images[0], imgsz)
         boxed = [letterbox(img, shape) for img in images]
         out = session.run(None, {self.input_name: to_tensor([b[0] for b in boxed])})[0]
         dets = []
@@ -240,7 +253,9 @@ class OnnxBackend(Backend):
             dets.append(Detections(boxed[j][1].unmap(xyxy, w, h), confidence, cls))
         return dets
 
-    def infer(self, images: list[np.ndarray], conf: float) -> list[Detections]:
+    def infer(
+        self, images: list[np.ndarray], conf: float, imgsz: int | None = None
+    ) -> list[Detections]:
         if not images:
             return []
         if self._pool is not None and len(images) > 1:
@@ -248,7 +263,9 @@ class OnnxBackend(Backend):
             shares = [list(range(k, len(images), len(self.lanes))) for k in range(len(self.lanes))]
 
             def run_share(k: int) -> list[tuple[int, Detections]]:
-                return [(i, self._detect(self.lanes[k], [images[i]], conf)[0]) for i in shares[k]]
+                return [
+                    (i, self._detect(self.lanes[k], [images[i]], conf, imgsz)[0]) for i in shares[k]
+                ]
 
             results: list[Detections | None] = [None] * len(images)
             for share in self._pool.map(run_share, range(len(self.lanes))):
@@ -259,12 +276,14 @@ class OnnxBackend(Backend):
         out: list[Detections | None] = [None] * len(images)
         groups: dict[tuple[int, int], list[int]] = {}
         for i, img in enumerate(images):
-            groups.setdefault(self._shape(img), []).append(i)
+            groups.setdefault(self._shape(img, imgsz), []).append(i)
         for idxs in groups.values():
             for start in range(0, len(idxs), self.max_batch):
                 chunk = idxs[start : start + self.max_batch]
                 for i, det in zip(
-                    chunk, self._detect(self.session, [images[i] for i in chunk], conf), strict=True
+                    chunk,
+                    self._detect(self.session, [images[i] for i in chunk], conf, imgsz),
+                    strict=True,
                 ):
                     out[i] = det
         return [r if r is not None else Detections.empty() for r in out]

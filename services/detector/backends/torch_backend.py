@@ -61,11 +61,16 @@ class UltralyticsBackend(Backend):
             kwargs["half"] = True
         return kwargs
 
-    def infer(self, images: list[np.ndarray], conf: float) -> list[Detections]:
+    def infer(
+        self, images: list[np.ndarray], conf: float, imgsz: int | None = None
+    ) -> list[Detections]:
         out = []
+        kwargs = self.predict_kwargs()
+        if imgsz:
+            kwargs["imgsz"] = imgsz
         for start in range(0, len(images), self.max_batch):
             chunk = images[start : start + self.max_batch]
-            for res in self.yolo.predict(chunk, conf=conf, **self.predict_kwargs()):
+            for res in self.yolo.predict(chunk, conf=conf, **kwargs):
                 boxes = res.boxes
                 out.append(
                     Detections(

@@ -30,7 +30,7 @@ from services.gateway.models import (
 from shared import registry
 from shared.keys import SERVICES
 from shared.redisutil import parse_entry
-from shared.worker import processing_enabled, set_processing
+from shared.worker import live_members, processing_enabled, set_processing
 
 router = APIRouter(
     prefix="/api/distributed", tags=["distributed"], dependencies=[Depends(require_user)]
@@ -108,7 +108,7 @@ def get_stats(request: Request, guard: CameraGuard = Depends(camera_scope)) -> S
     services = {}
     for svc in SERVICES:
         per_cam = stats[svc]
-        replicas = gw.r.zcount(gw.keys.members(svc), now - gw.settings.ingest.stale_after_s, "+inf")
+        replicas = len(live_members(gw.r, gw.keys, svc, gw.settings.worker.member_ttl_s))
         lat = [float(s.get("latency_ms", 0)) for s in per_cam.values() if s.get("processed")]
         services[svc] = ServiceStats(
             replicas=replicas,

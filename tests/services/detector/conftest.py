@@ -62,11 +62,17 @@ def small_bus_jpeg(bus_image: np.ndarray) -> bytes:
 
 
 def detector_config(**overrides) -> DetectorConfig:
-    """The bundled person model on ONNX Runtime; fast track confirmation for tests."""
+    """The bundled person model on ONNX Runtime; fast track confirmation for tests.
+
+    Motion-aware scheduling is off unless a test turns it on: the service tests
+    stream one still photo and count on every frame being run
+    (test_scheduling.py tests the scheduling).
+    """
     base = {
         "model": str(bundled_person_model()),
         "backend": {"type": "onnx"},
         "tracker": {"min_hits": 2, "lost_after_s": 1.0},
+        "motion_aware": False,
     }
     base.update(overrides)
     return DetectorConfig(**base)

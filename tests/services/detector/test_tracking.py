@@ -94,3 +94,19 @@ def test_weak_detections_extend_a_track_but_do_not_start_one():
     assert tid > 0
     d, _ = step(tr, dets((102, 100, 202, 300), conf=0.2), 1.3)
     assert list(d.tracker_id) == [tid], "weak detection keeps the existing track"
+
+
+def test_one_person_seen_as_two_merged_classes_is_one_detection():
+    from services.detector.models import label_map_for
+
+    labels = label_map_for({0: "Normal", 1: "Fall"})
+    assert labels.merges_classes and not label_map_for({0: "person", 1: "car"}).merges_classes
+    raw = Detections(
+        np.array([[100, 100, 200, 300], [102, 98, 201, 305], [400, 100, 500, 300]], np.float32),
+        [0.6, 0.4, 0.5],
+        [0, 1, 1],
+    )
+    out = labels.apply(raw, None).nms(0.45)
+    assert len(out) == 2
+    assert out.attributes[0] == {"posture": "standing"}, "the more confident posture wins"
+    assert out.xyxy[1].tolist() == [400, 100, 500, 300]

@@ -208,7 +208,9 @@ def test_detections_and_analysis_latest_and_recent(client, r, keys):
 def test_stats_summarise_clients_workers_and_rates(client, r, keys):
     add_client(r, keys, "lab", ("front", "back"))
     now = time.time()
-    r.zadd(keys.members("detector"), {"det-1": now, "det-2": now})
+    # det-old heartbeated 6 s ago: dead by the workers' member TTL (4 s), although it is
+    # within ingest's stale_after_s (10 s) — replicas are counted by the one liveness rule.
+    r.zadd(keys.members("detector"), {"det-1": now, "det-2": now, "det-old": now - 6})
     r.hset(
         keys.worker_stats("detector"),
         mapping={

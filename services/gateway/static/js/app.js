@@ -114,6 +114,7 @@ class Tile {
     if (st) {
       parts.push(`detect ${Number(st.fps).toFixed(1)} fps`);
       parts.push(`skipped ${st.skipped}`);
+      if (st.skipped_static) parts.push(`static ${st.skipped_static}`);
       parts.push(`latency ${Math.round(st.latency_ms)} ms`);
     }
     if (cam.width) parts.push(`${cam.width}×${cam.height}`);

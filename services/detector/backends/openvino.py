@@ -1,0 +1,117 @@
+"""OpenVINO backend: the cached ONNX export (FP32 or INT8) run by the OpenVINO runtime.
+
+OpenVINO reads the ONNX export directly (no second export); each letterboxed input
+shape (a camera's resolution, the region size) is compiled once, with OpenVINO's
+model cache in ``<state_dir>/models/openvino-cache`` so later starts are quick.
+Pre- and post-processing (letterbox, NMS) are the ONNX backend's, so the two
+backends return the same kind of boxes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from services.detector.backends.base import Backend, BackendUnavailable, register_backend
+from services.detector.backends.onnx_runtime import (
+    OnnxBackend,
+    decode_output,
+    letterbox,
+    letterbox_shape,
+    to_tensor,
+)
+from services.detector.config import OpenVinoBackendConfig
+from services.detector.detections import Detections
+from services.detector.models import export_model, models_dir
+
+log = logging.getLogger(__name__)
+
+
+@register_backend("openvino")
+class OpenVinoBackend(Backend):
+    def load(self) -> None:
+        if importlib.util.find_spec("openvino") is None:
+            raise BackendUnavailable(
+                "detector.backend.type=openvino needs the 'openvino' package, which is not "
+                "installed (pip install openvino); or use backend type 'onnx'"
+            )
+        if self.config.device != "cpu":
+            raise BackendUnavailable("the openvino backend runs on device: cpu only")
+        import openvino as ov
+
+        cfg = self.config.backend
+        assert isinstance(cfg, OpenVinoBackendConfig)
+        if self.model.path.suffix == ".onnx":
+            path = self.model.path
+        else:
+            path = self.cached_export = export_model(
+                self.model.path,
+                imgsz=self.config.imgsz,
+                fmt="onnx",
+                cache_dir=models_dir(self.state_dir),
+            )
+        if cfg.precision == "int8":
+            from services.detector.quantize import quantize_int8
+
+            path = self.cached_export = quantize_int8(Path(path))
+        self.path = str(path)
+        self.core = ov.Core()
+        cache = models_dir(self.state_dir) / "openvino-cache"
+        cache.mkdir(exist_ok=True)
+        self.core.set_property({"CACHE_DIR": str(cache)})
+        try:
+            self.ov_model = self.core.read_model(self.path)
+        except Exception as exc:
+            raise BackendUnavailable(f"OpenVINO cannot read {self.path}: {exc}") from exc
+        # Class names and stride live in the ONNX metadata (the ONNX backend reads them).
+        import onnx
+
+        meta = {
+            p.key: p.value for p in onnx.load(self.path, load_external_data=False).metadata_props
+        }
+        self.names = OnnxBackend._names(meta)
+        self.stride = int(meta.get("stride", 32))
+        self.end2end = meta.get("end2end", "False") == "True"
+        self.input_name = self.ov_model.inputs[0].get_any_name()
+        self.threads = self.config.resolved_threads()
+        self._compiled: dict[tuple[int, int], object] = {}
+        self._lock = threading.Lock()
+        self.preferred_batch = 1
+
+    def _request(self, shape: tuple[int, int]):  # noqa: ANN202
+        """An infer request for inputs of ``shape`` (h, w), compiled on first use."""
+        with self._lock:
+            req = self._compiled.get(shape)
+            if req is None:
+                model = self.ov_model.clone()
+                model.reshape({self.input_name: [1, 3, shape[0], shape[1]]})
+                compiled = self.core.compile_model(
+                    model,
+                    "CPU",
+                    {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"},
+                )
+                req = self._compiled[shape] = compiled.create_infer_request()
+            return req
+
+    def infer(
+        self, images: list[np.ndarray], conf: float, imgsz: int | None = None
+    ) -> list[Detections]:
+        out = []
+        for img in images:
+            h, w = img.shape[:2]
+            shape = letterbox_shape(h, w, imgsz or self.config.imgsz, self.stride, None)
+            boxed, lb = letterbox(img, shape)
+            pred = self._request(shape).infer({0: to_tensor([boxed])})[0]
+            xyxy, confidence, cls = decode_output(
+                np.asarray(pred)[0], conf, self.config.iou, self.config.max_objects, self.end2end
+            )
+            out.append(Detections(lb.unmap(xyxy, w, h), confidence, cls))
+        return out
+
+    def close(self) -> None:
+        self._compiled.clear()
+        super().close()
