@@ -80,6 +80,21 @@ def section_edge(quick: bool) -> dict:
     return edge.run(seconds=6 if quick else 12)
 
 
+def section_storage(quick: bool) -> dict:
+    from bench import storage_bench
+
+    return storage_bench.run(quick=quick)
+
+
+def section_rules(quick: bool) -> dict:
+    from bench import rules_bench
+
+    return {
+        f"{o}_objects_{z}_zones_{n}_lines": rules_bench.run(o, z, n)
+        for o, z, n in ((5, 2, 2), (20, 5, 5), (50, 10, 10))
+    }
+
+
 SECTIONS = {
     "transport": section_transport,
     "detector": section_detector,
@@ -88,6 +103,8 @@ SECTIONS = {
     "scale": section_scale,
     "e2e": section_e2e,
     "edge": section_edge,
+    "storage": section_storage,
+    "rules": section_rules,
 }
 
 

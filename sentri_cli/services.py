@@ -41,6 +41,7 @@ SERVICES: tuple[Service, ...] = (
     Service("recorder", "services.recorder", TIER_WORKER, ("av",), "H.264 segments per camera into the media store (events or continuous)"),
     Service("archiver", "services.archiver", TIER_WORKER, ("sqlalchemy",), "event history: the events stream into the event store; retention"),
     Service("gateway", "services.gateway", TIER_GATEWAY, (), "REST API, websockets and the web dashboard"),
+    Service("notifier", "services.notifier", TIER_WORKER, ("paho",), "events to MQTT (Home Assistant discovery) and signed webhooks"),
 )  # fmt: skip
 
 BY_NAME = {s.name: s for s in SERVICES}

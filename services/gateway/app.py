@@ -24,6 +24,7 @@ from services.gateway.api import (
     events,
     faces,
     recordings,
+    rules,
     system,
     users,
 )
@@ -137,6 +138,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     app.include_router(bootstrap.router)  # anonymous: public facts only, rate-limited
     for router in (
         auth_api.router,
+        rules.router,  # before cameras: its /api/cameras/{id:path} would swallow /rules
         clients.router,
         cameras.router,
         events.router,

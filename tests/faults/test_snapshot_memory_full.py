@@ -66,7 +66,11 @@ def test_detector_survives_full_snapshot_store(
     feeder = CameraFeeder(pub_port, bus_jpeg(), fps=3.0)
     feeder.feed(cam1)
     feeder.start()
-    env = service_env(own_redis.url, prefix, state_dir, **DETECTOR_ENV)
+    # The drill's premise is snapshots held in Redis (the pre-media-store mode, still
+    # selectable): a full Redis must not lose events.
+    env = service_env(
+        own_redis.url, prefix, state_dir, **DETECTOR_ENV, SENTRI_STORAGE__SNAPSHOT_STORE="redis"
+    )
     try:
         det = procs(
             "detector", detector_args(f"tcp://127.0.0.1:{pub_port}", "det-full", metrics_port), env

@@ -565,6 +565,7 @@ function onMessage(msg) {
       refreshRegistry();
       break;
     case "event":
+      window.dispatchEvent(new CustomEvent("sentri:event", { detail: msg.data })); // rules.js
       if (state.view === "events") {
         const f = { cam: $("ev-camera").value, type: $("ev-type").value };
         if ((!f.cam || f.cam === msg.data.camera_id) && (!f.type || f.type === msg.data.type)) {
