@@ -8,9 +8,10 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.sentri-installed
 PYTEST_ARGS ?=
 N ?= 2
-COMPOSE ?= docker compose -f deploy/docker-compose.yml
+# docker compose, or docker-compose against podman's socket (scripts/compose.sh)
+COMPOSE ?= bash scripts/compose.sh
 
-.PHONY: run test test-fast test-faults lint format bench up down logs ps scale-detector venv lock clean test-tools
+.PHONY: run test test-fast test-faults lint format bench up down logs ps scale-detector venv lock clean test-tools test-deploy
 
 run: $(STAMP) ## Start Redis, ingest, workers, gateway and a demo agent (http://localhost:5002)
 	$(VENV)/bin/sentri up --demo
@@ -48,10 +49,10 @@ test-tools: ## Chromium and docker-compose from Debian for the browser/deploy te
 lock: ## Re-resolve and pin every dependency into constraints.txt
 	bash scripts/lock.sh
 
-up: ## docker compose: every central service
+up: ## docker compose (or podman): build the images, start every central service
 	$(COMPOSE) up -d --build
 
-down:
+down: ## stop the stack (volumes are kept; `bash scripts/compose.sh down -v` drops them)
 	$(COMPOSE) down
 
 logs:
@@ -62,6 +63,10 @@ ps:
 
 scale-detector: ## make scale-detector N=4
 	$(COMPOSE) up -d --no-recreate --scale detector=$(N)
+
+test-deploy: $(STAMP) ## Real images + compose stack under podman/docker (~15-25 min; not in `make test`)
+	bash scripts/ensure_deploy_tools.sh >/dev/null
+	$(PY) -m pytest -m deploy tests/deploy/test_real_stack.py $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
