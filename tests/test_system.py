@@ -134,7 +134,7 @@ def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
     assert "security=curve" in output and "--server-key" in output
     # Stopped in order (agent, workers, gateway, ingest, Redis last), nothing left over.
     assert (
-        "order=edge-demo,detector,faces,analyst,recorder,archiver,gateway,ingest,redis" in output
+        "order=edge-demo,detector,faces,analyst,recorder,archiver,notifier,gateway,ingest,redis" in output
     ), output[-3000:]
     assert not runtime.exists(), "runtime.json left behind after a clean stop"
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
