@@ -289,6 +289,11 @@ def pod_spec(doc: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+#: Example values for env vars a manifest takes from a Secret, where the config model
+#: checks the value's form (others get a plain placeholder).
+SECRET_EXAMPLES = {"SENTRI_NOTIFIER__MQTT__URL": "mqtt://sentri:example@mosquitto:1883"}
+
+
 def container_env(
     container: Mapping[str, Any], configmaps: Mapping[str, Mapping[str, str]]
 ) -> dict[str, str]:
@@ -302,5 +307,5 @@ def container_env(
         if "value" in item:
             env[item["name"]] = str(item["value"])
         else:
-            env[item["name"]] = "placeholder-from-secret"
+            env[item["name"]] = SECRET_EXAMPLES.get(item["name"], "placeholder-from-secret")
     return env
