@@ -16,13 +16,13 @@ COMPOSE ?= bash scripts/compose.sh
 run: $(STAMP) ## Start Redis, ingest, workers, gateway and a demo agent (http://localhost:5002)
 	$(VENV)/bin/sentri up --demo
 
-test: $(STAMP) test-tools ## Install what is missing, then run the whole test suite
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: $(STAMP) test-tools ## Install what is missing, then run the test suite (fault drills: make test-faults)
+	$(PY) -m pytest -m "not faults and not deploy" $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
-test-faults: $(STAMP)
+test-faults: $(STAMP) test-tools ## The fault-injection drills (kill -9, SIGSTOP, floods, outages), ~10 min
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Benchmarks; writes bench/results.json and bench/results.md

@@ -253,6 +253,7 @@ def _run(
             ("pub_port", ingest_cfg.pub_port))]  # fmt: skip
     if "gateway" in names:
         wanted_ports.append((gateway_cfg.host, gateway_cfg.port, "gateway.port"))
+    wanted_ports += [("0.0.0.0", p, f"metrics port of {n}") for n, p in metrics_ports.items()]
     for host, port, what in wanted_ports:
         if port and port_in_use(host, port):
             print(f"sentri up: port {port} on {host} ({what}) is already in use; stop what "

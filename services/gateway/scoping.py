@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
 
 SCAN_BATCH = 500
 SCAN_MAX = 5000
@@ -20,16 +18,11 @@ def snapshot_camera(gw: Any, access: Any, snapshot_id: str) -> str | None:
     Callers fetch the snapshot first, so ids that name nothing cost no lookup."""
     if access is not None:
         try:
-            from shared.eventstore.models import Event
-
-            with Session(access.store.engine) as s:  # ix_events_snapshot
-                cam = s.scalar(
-                    select(Event.camera_id).where(Event.snapshot_id == snapshot_id).limit(1)
-                )
-            if cam:
-                return str(cam)
+            cam = access.store.camera_of_snapshot(snapshot_id)  # indexed
         except SQLAlchemyError:
-            pass
+            cam = None
+        if cam:
+            return str(cam)
     end = "+"
     scanned = 0
     while scanned < SCAN_MAX:

@@ -243,6 +243,9 @@ def detector_args(ingest_pub: str, replica: str, metrics_port: int | None = None
 #: The fastest offline detector settings on a small shared CPU: the bundled person
 #: model through torch (no ONNX export to wait for), 320 px, one thread per replica.
 DETECTOR_ENV = {
+    # The drills feed a still photo: with motion-aware scheduling the detector would run
+    # only on idle keyframes, and the drills measure processing, not scheduling.
+    "SENTRI_DETECTOR__MOTION_AWARE": "false",
     "SENTRI_DETECTOR__BACKEND__TYPE": "torch",
     "SENTRI_DETECTOR__IMGSZ": "320",
     "SENTRI_DETECTOR__THREADS": "1",

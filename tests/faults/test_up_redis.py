@@ -71,10 +71,32 @@ class UpDemo:
         return self.runtime["metrics_ports"][name]
 
 
+def _free_port_run(n: int) -> int:
+    """A base port with the n ports from it all free (the box is shared)."""
+    import socket
+
+    for _ in range(50):
+        base = free_port()
+        try:
+            socks = []
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("0.0.0.0", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no run of free ports")
+
+
 @pytest.fixture(scope="module")
 def up_demo(tmp_path_factory) -> Iterator[UpDemo]:
     tmp = tmp_path_factory.mktemp("up-demo")
-    fp, cp, pp, gp, mp = (free_port() for _ in range(5))
+    fp, cp, pp, gp = (free_port() for _ in range(4))
+    mp = _free_port_run(12)  # one metrics port per service, consecutive
     password = secrets.token_urlsafe(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTRI_", "REDIS_URL"))}
     env.update(

@@ -107,8 +107,14 @@ def gateway(redis_server: EmbeddedRedis, tmp_path_factory) -> Iterator[GatewaySe
         {"type": "detection", "camera_id": "lab/front", "ts": 1_700_000_000_000, "objects": []},
         maxlen=100,
     )  # fmt: skip
-    publish_ingest_info(r, keys, bind_host="127.0.0.1", frame_port=5555, control_port=5556,
-                        public_key=generate_keypair()[0])  # a running ingest, for the bootstrap
+    publish_ingest_info(
+        r,
+        keys,
+        bind_host="127.0.0.1",
+        frame_port=5555,
+        control_port=5556,
+        public_key=generate_keypair()[0],
+    )  # a running ingest, for the bootstrap
     store = AgentKeyStore(r, keys)
     store.note_pending(generate_keypair()[0])
     store.approve(generate_keypair()[0])

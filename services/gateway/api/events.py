@@ -171,10 +171,11 @@ def list_events(
 
 
 def _scoped_cameras(gw: GatewayState, access: StorageAccess, guard: CameraGuard) -> frozenset[str]:
-    """The camera ids a scoped caller may see: registered or recorded ones in scope."""
+    """The camera ids a scoped caller may see: registered ones and those with stored
+    events, in scope."""
     known = set(gw.r.smembers(gw.keys.cameras))
     try:
-        known |= set(access.store.recording_cameras())
+        known |= set(access.store.event_camera_ids())
     except SQLAlchemyError:
         pass
     return frozenset(guard.ids(known))

@@ -96,7 +96,7 @@ def camera_rules(camera_id: str, request: Request) -> CameraRules:
     return _store(gw).get(camera_id) or CameraRules()
 
 
-@router.put(f"{CAM}/rules", response_model=CameraRules, dependencies=SCOPED)
+@router.put(f"{CAM}/rules", response_model=CameraRules, responses=NOT_FOUND, dependencies=SCOPED)
 def replace_rules(camera_id: str, body: CameraRules, request: Request) -> CameraRules:
     """Replace all zones and lines of a camera (applied by detectors without a restart)."""
     gw = get_state(request)
@@ -132,7 +132,7 @@ def _remove(gw: GatewayState, camera_id: str, kind: str, item_id: str) -> Camera
     return rules
 
 
-@router.post(f"{CAM}/zones", response_model=CameraRules, dependencies=SCOPED)
+@router.post(f"{CAM}/zones", response_model=CameraRules, responses=NOT_FOUND, dependencies=SCOPED)
 def put_zone(camera_id: str, zone: ZoneRule, request: Request) -> CameraRules:
     """Add a zone, or replace the one with the same id."""
     return _upsert(get_state(request), camera_id, "zones", zone)
@@ -146,7 +146,7 @@ def delete_zone(camera_id: str, zone_id: str, request: Request) -> CameraRules:
     return _remove(get_state(request), camera_id, "zones", zone_id)
 
 
-@router.post(f"{CAM}/lines", response_model=CameraRules, dependencies=SCOPED)
+@router.post(f"{CAM}/lines", response_model=CameraRules, responses=NOT_FOUND, dependencies=SCOPED)
 def put_line(camera_id: str, line: LineRule, request: Request) -> CameraRules:
     """Add a line, or replace the one with the same id."""
     return _upsert(get_state(request), camera_id, "lines", line)

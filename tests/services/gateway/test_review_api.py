@@ -241,3 +241,25 @@ def test_database_down_events_still_listed_from_the_stream(redis_url, keys, r, t
         assert down.status_code == 503 and "unavailable" in down.json()["detail"]
         rec = client.get("/api/recordings", params={"camera_id": CAM})
         assert rec.status_code == 503
+
+
+def test_a_scoped_viewer_sees_only_its_cameras_in_stored_history(review):
+    """The camera scope (docs/users-and-roles.md) on the event-store path: lists,
+    single events, their snapshots and clips."""
+    client, fx = review
+    name = f"v{uuid.uuid4().hex[:8]}"
+    body = {"username": name, "password": "viewer-password-1", "role": "viewer",
+            "cameras": ["lab/back"]}  # fmt: skip
+    assert client.post("/api/users", json=body).status_code == 201
+    viewer = TestClient(
+        client.app, base_url="http://testserver", headers={"Origin": "http://testserver"}
+    )
+    login = {"username": name, "password": "viewer-password-1"}
+    assert viewer.post("/api/auth/login", json=login).status_code == 200
+    events = viewer.get("/api/events", params={"limit": 500}).json()["events"]
+    assert events and {e["camera_id"] for e in events} == {"lab/back"}
+    assert viewer.get(f"/api/events/{fx.done_id}").status_code == 404  # another camera
+    assert viewer.get(f"/api/events/{fx.done_id}/snapshot.jpg").status_code == 404
+    assert viewer.get(f"/api/events/{fx.done_id}/clip.mp4").status_code == 404
+    assert viewer.get("/api/snapshots/snap-done").status_code == 404
+    assert client.get("/api/snapshots/snap-done").status_code == 200  # the admin sees it

@@ -211,8 +211,14 @@ def world(make_server, r, keys, publisher) -> Iterator[dict[str, Any]]:
         for svc in SERVICES:
             stats = {"fps": 1, "processed": 3, "skipped": 0, "updated": time.time()}
             r.hset(keys.worker_stats(svc), cam, json.dumps(stats))
-    publish_ingest_info(r, keys, bind_host="127.0.0.1", frame_port=5555, control_port=5556,
-                        public_key=generate_keypair()[0])  # a running ingest (agent bootstrap)
+    publish_ingest_info(
+        r,
+        keys,
+        bind_host="127.0.0.1",
+        frame_port=5555,
+        control_port=5556,
+        public_key=generate_keypair()[0],
+    )  # a running ingest (agent bootstrap)
     store = AgentKeyStore(r, keys)
     pending, _ = generate_keypair()
     store.note_pending(pending)
