@@ -35,9 +35,9 @@ ENV_PREFIX = "SENTRI_"
 DUMMY_ENV = {"REDIS_PASSWORD": "dummy-redis-password", "GRAFANA_ADMIN_PASSWORD": "dummy-grafana"}
 
 #: Compose services that are replicated workers (must scale with --scale).
-WORKERS = ("detector", "faces", "analyst")
+WORKERS = ("detector", "faces", "analyst", "recorder")
 #: Compose services built from the central image and run as `sentri <command>`.
-CENTRAL = ("ingest", "detector", "faces", "analyst", "gateway")
+CENTRAL = ("ingest", "detector", "faces", "analyst", "recorder", "archiver", "notifier", "gateway")
 
 
 # ----------------------------------------------------------------- config models
@@ -53,6 +53,10 @@ def section_models() -> dict[str, type[BaseModel]]:
         "ingest": shared_config.IngestConfig,
         "worker": shared_config.WorkerConfig,
     }
+    if (ROOT / "shared" / "storage" / "config.py").exists():
+        from shared.storage.config import StorageConfig
+
+        models["storage"] = StorageConfig
     for cfg in sorted((ROOT / "services").glob("*/config.py")):
         svc = cfg.parent.name
         module = importlib.import_module(f"services.{svc}.config")
@@ -285,6 +289,11 @@ def pod_spec(doc: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+#: Example values for env vars a manifest takes from a Secret, where the config model
+#: checks the value's form (others get a plain placeholder).
+SECRET_EXAMPLES = {"SENTRI_NOTIFIER__MQTT__URL": "mqtt://sentri:example@mosquitto:1883"}
+
+
 def container_env(
     container: Mapping[str, Any], configmaps: Mapping[str, Mapping[str, str]]
 ) -> dict[str, str]:
@@ -298,5 +307,5 @@ def container_env(
         if "value" in item:
             env[item["name"]] = str(item["value"])
         else:
-            env[item["name"]] = "placeholder-from-secret"
+            env[item["name"]] = SECRET_EXAMPLES.get(item["name"], "placeholder-from-secret")
     return env

@@ -210,13 +210,63 @@ def test_only_agent_and_user_facing_ports_are_published(compose) -> None:
         "ingest": ["5555", "5556"],
         "gateway": ["5002"],
         "grafana": ["3000"],
+        "mosquitto": ["1883"],  # profile mqtt: Home Assistant connects here
     }
     # Redis and the workers live on the internal network only (the analyst also needs
-    # a route out to the Gemini API, still with nothing published)
-    for name in ("redis", "detector", "faces"):
+    # a route out to the Gemini API, the notifier to webhook endpoints and brokers,
+    # still with nothing published)
+    for name in ("redis", "detector", "faces", "recorder", "archiver"):
         assert set(compose["services"][name]["networks"]) == {"backend"}, name
     assert set(compose["services"]["analyst"]["networks"]) == {"backend", "egress"}
+    assert set(compose["services"]["notifier"]["networks"]) == {"backend", "egress"}
     assert "127.0.0.1:" in compose["services"]["grafana"]["ports"][0]
+    assert "127.0.0.1:" in compose["services"]["mosquitto"]["ports"][0]
+    assert compose["services"]["mosquitto"]["profiles"] == ["mqtt"]
+
+
+#: Services that write or read the media store / the SQLite event store.
+STORAGE_USERS = ("detector", "faces", "recorder", "archiver", "gateway")
+
+
+def test_storage_users_share_one_volume_at_one_path(compose) -> None:
+    from shared.config import load_section
+    from shared.storage.config import StorageConfig
+
+    seen = set()
+    for name in STORAGE_USERS:
+        svc = compose["services"][name]
+        env = service_env(svc)
+        cfg = load_section(StorageConfig, "storage", env=env)
+        state_dir = env.get("SENTRI_GENERAL__STATE_DIR", "/var/lib/sentri")
+        media = str(cfg.media_root(state_dir))
+        db = cfg.db_url(state_dir)
+        assert db.startswith("sqlite:////"), (name, db)
+        db_file = db[len("sqlite:///") :]
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in svc.get("volumes") or []}
+        # both paths lie on a mounted named volume (the root filesystem is read-only)
+        for path in (media, db_file):
+            where = [m for m in mounts if path == m or path.startswith(m.rstrip("/") + "/")]
+            assert where, f"{name}: {path} is not on a volume ({mounts})"
+            assert not any(m.endswith(":ro") for m in svc["volumes"] if m.split(":")[1] in where)
+            seen.add((path, mounts[max(where, key=len)], max(where, key=len)))
+    # one volume, one mount path, one media dir and one database for all of them
+    assert len(seen) == 2, seen
+    assert {v for _, v, _ in seen} == {"storage"} and "storage" in compose["volumes"]
+    # services that have nothing to do with media/events do not get the volume
+    for name in ("ingest", "analyst", "notifier", "redis"):
+        vols = compose["services"][name].get("volumes") or []
+        assert not any(v.startswith("storage:") for v in vols), name
+
+
+def test_storage_mount_point_exists_in_the_image_owned_by_sentri(compose) -> None:
+    # A fresh named volume copies the image directory's owner: the directory must be
+    # created in the image (chown'd to sentri), or the volume is root's and read-only.
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    mkdir = dockerfile.split("RUN mkdir -p", 1)[1].split("&&", 1)[0]
+    for v in compose["services"]["gateway"]["volumes"]:
+        if v.startswith("storage:"):
+            assert v.split(":")[1] in mkdir.replace("\\", " ").split()
+    assert "--chown=sentri:sentri /var/lib/sentri /var/lib/sentri" in dockerfile
 
 
 def test_long_running_services_have_healthchecks(compose) -> None:

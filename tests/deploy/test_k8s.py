@@ -189,7 +189,9 @@ def test_containers_run_real_sentri_commands(docs) -> None:
             assert c.get("args") and "command" not in c, f"{c['name']}: use the image entrypoint"
             assert c["args"][0] in commands, f"{c['name']}: `sentri {c['args'][0]}` does not exist"
             services.add(c["args"][0])
-    assert services == {"ingest", "detector", "faces", "analyst", "gateway"}
+    assert services == {
+        "ingest", "detector", "faces", "analyst", "recorder", "archiver", "notifier", "gateway"
+    }  # fmt: skip
 
 
 def test_sentri_env_names_and_values_match_the_config_models(docs, models) -> None:
@@ -309,3 +311,39 @@ def test_ingest_requires_curve_with_its_key_pair_on_the_pvc(docs) -> None:
     assert keys_mount["readOnly"] is True
     secret = volumes[keys_mount["name"]]["secret"]
     assert secret["optional"] is True and secret["secretName"] == "sentri-agent-keys"
+
+
+def test_storage_users_share_one_claim_at_one_path(docs) -> None:
+    from shared.config import load_section
+    from shared.storage.config import StorageConfig
+
+    configmaps = _configmaps(docs)
+    deployments = _by_kind(docs, "Deployment")
+    claim = _by_kind(docs, "PersistentVolumeClaim")["sentri-storage"]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]
+    seen = set()
+    for name in ("detector", "faces", "recorder", "archiver", "gateway"):
+        spec = pod_spec(deployments[name])
+        c = next(c for c in spec["containers"] if c["name"] == name)
+        env = container_env(c, configmaps)
+        cfg = load_section(StorageConfig, "storage", env=env)
+        state_dir = env.get("SENTRI_GENERAL__STATE_DIR", "/var/lib/sentri")
+        media, db = str(cfg.media_root(state_dir)), cfg.db_url(state_dir)
+        assert db.startswith("sqlite:////"), (name, db)
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in spec.get("volumes") or []
+            if "persistentVolumeClaim" in v
+        }
+        for path in (media, db[len("sqlite:///") :]):
+            mounts = [
+                m for m in c.get("volumeMounts") or []
+                if path.startswith(m["mountPath"].rstrip("/") + "/")
+            ]  # fmt: skip
+            assert mounts, f"{name}: {path} is not on a volume"
+            m = max(mounts, key=lambda m: len(m["mountPath"]))
+            assert claims.get(m["name"]) == "sentri-storage" and not m.get("readOnly"), name
+            seen.add((path, m["mountPath"]))
+    assert len(seen) == 2, seen  # one media dir, one database file, one mount path
+    # the notifier has nothing to do with media or the event store
+    assert not pod_spec(deployments["notifier"]).get("volumes")

@@ -31,7 +31,10 @@ pytestmark = [pytest.mark.deploy, pytest.mark.timeout(3600)]
 PROJECT = "sentritest"
 CENTRAL_IMAGE = "localhost/sentri:latest"
 EDGE_IMAGE = "localhost/sentri-edge:latest"
-CENTRAL_SERVICES = ("redis", "ingest", "detector", "faces", "analyst", "gateway")
+CENTRAL_SERVICES = (
+    "redis", "ingest", "detector", "faces", "analyst", "recorder", "archiver", "notifier",
+    "gateway",
+)  # fmt: skip
 FIGURES = ROOT / "test-artifacts" / "deploy" / "figures.json"
 
 
@@ -219,6 +222,45 @@ def test_up_healthy_login_and_demo_cameras_with_detections(stack: Stack) -> None
         return ids if ids <= set(latest) else set()
 
     wait_for(detected, timeout=300, interval=2, what="detections of every demo camera")
+
+
+def test_snapshots_and_recordings_through_the_shared_storage_volume(stack: Stack) -> None:
+    """The detector writes event snapshots into the media store on the shared volume,
+    the archiver stores the events, the recorder writes H.264 segments; the gateway
+    (another container, same volume) serves all three."""
+    t0 = time.monotonic()
+
+    def event_with_snapshot() -> dict | None:
+        page = stack.api("/api/events?type=object_entered&limit=100")
+        events = page["events"]  # type: ignore[index]
+        return next((e for e in events if e.get("snapshot_url")), None)
+
+    event = wait_for(event_with_snapshot, timeout=180, interval=2, what="an event with a snapshot")
+    resp = stack.http.get(event["snapshot_url"])
+    assert resp.status_code == 200, (event, resp.text[:300])
+    assert resp.headers["content-type"] == "image/jpeg"
+    assert resp.content[:2] == b"\xff\xd8", "a JPEG"
+    # in the media store on the shared volume (not in Redis), seen from the gateway
+    gw = stack.containers("gateway")[0]
+    found = podman(
+        "exec", gw, "find", "/var/lib/sentri/storage/media", "-type", "f", "-name", "*.jpg"
+    ).split()  # fmt: skip
+    assert found, "no snapshot file in the media store"
+    cam = event["camera_id"]
+
+    def segments() -> list[dict]:
+        view = stack.api(f"/api/recordings?camera_id={cam}")
+        return view["segments"]  # type: ignore[index]
+
+    segs = wait_for(segments, timeout=240, interval=3, what=f"a recorded segment of {cam}")
+    assert segs[0]["bytes"] > 0 and segs[0]["frames"] > 0, segs[0]
+    usage = stack.api("/api/storage")
+    assert usage["used_bytes"] > 0 and cam in usage["cameras"], usage  # type: ignore[index]
+    # the archiver put the events into the event store (on the same volume)
+    db = podman("exec", gw, "stat", "-c", "%s", "/var/lib/sentri/storage/events.db").strip()
+    assert int(db) > 0
+    record("first_segment_after_detections_s", round(time.monotonic() - t0, 1))
+    record("storage_used_bytes", usage["used_bytes"])  # type: ignore[index]
 
 
 def _one_owner_each(stack: Stack, replicas: int) -> dict[str, int] | None:
