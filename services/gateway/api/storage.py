@@ -57,6 +57,10 @@ class StorageAccess:
                     except SQLAlchemyError:
                         self._store_failed_at = time.monotonic()
                         raise
+                    except OSError as exc:  # e.g. the SQLite file's directory cannot be made
+                        self._store_failed_at = time.monotonic()
+                        log.warning("event store cannot be opened", extra={"error": str(exc)})
+                        raise SQLAlchemyError(f"event store unavailable: {exc}") from None
         return self._store
 
     def close(self) -> None:

@@ -243,6 +243,23 @@ def test_database_down_events_still_listed_from_the_stream(redis_url, keys, r, t
         assert rec.status_code == 503
 
 
+def test_an_event_store_that_cannot_be_opened_is_a_503_not_a_crash(redis_url, keys, r, tmp_path):
+    # The SQLite file's directory cannot be made (a file stands where it should be):
+    # opening raises OSError, which must read as "unavailable", like a database outage.
+    (tmp_path / "notadir").write_text("x")
+    media = FsMediaStore(tmp_path / "media")
+    publish_record(r, keys, "events", {"type": "object_entered", "event_id": "o1",
+                   "camera_id": CAM, "ts": 1_700_000_000_000}, maxlen=100)  # fmt: skip
+    with _client(
+        redis_url, keys, media, f"sqlite:///{tmp_path / 'notadir' / 'e.db'}", tmp_path
+    ) as c:
+        client = _login(c)
+        page = client.get("/api/events")
+        assert page.status_code == 200 and [e["event_id"] for e in page.json()["events"]] == ["o1"]
+        down = client.get("/api/storage")
+        assert down.status_code == 503 and "unavailable" in down.json()["detail"]
+
+
 def test_a_scoped_viewer_sees_only_its_cameras_in_stored_history(review):
     """The camera scope (docs/users-and-roles.md) on the event-store path: lists,
     single events, their snapshots and clips."""
