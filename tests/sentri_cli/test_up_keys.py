@@ -114,10 +114,24 @@ def test_sentri_up_gives_each_service_its_own_metrics_port(redis_url, prefix, po
     import socket
     import urllib.request
 
-    base = port_factory()
-    with socket.socket() as s:  # base + 1 must be free too
-        if s.connect_ex(("127.0.0.1", base + 1)) == 0:
-            pytest.skip("port after the free one is taken")
+    def two_free_ports() -> int:
+        """A base port where base and base + 1 can both be bound now (as `sentri up`
+        checks them: a port an outgoing connection holds is not free either)."""
+        for _ in range(50):
+            base = port_factory()
+            socks = [socket.socket(), socket.socket()]
+            try:
+                for i, sock in enumerate(socks):
+                    sock.bind(("0.0.0.0", base + i))
+                return base
+            except OSError:
+                continue
+            finally:
+                for sock in socks:
+                    sock.close()
+        pytest.fail("no two consecutive free ports in 50 tries")
+
+    base = two_free_ports()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTRI_", "REDIS_URL"))}
     env.update(
         PYTHONPATH=ROOT, REDIS_URL=redis_url, SENTRI_REDIS__PREFIX=f'"{prefix}"',
@@ -127,7 +141,7 @@ def test_sentri_up_gives_each_service_its_own_metrics_port(redis_url, prefix, po
     proc = subprocess.Popen(
         [sys.executable, "-m", "sentri_cli.main", "up", "--only", "ingest", "--only", "analyst",
          "--state-dir", str(tmp_path / "state")],
-        env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, cwd=ROOT, stdout=(tmp_path / "up.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
 
     def metrics(port: int) -> str:
@@ -138,8 +152,13 @@ def test_sentri_up_gives_each_service_its_own_metrics_port(redis_url, prefix, po
             return ""
 
     try:
-        assert "sentri_ingest" in wait_for(lambda: metrics(base), 45, what="ingest metrics")
-        assert "sentri_analyst" in wait_for(lambda: metrics(base + 1), 45, what="analyst metrics")
+        try:
+            assert "sentri_ingest" in wait_for(lambda: metrics(base), 45, what="ingest metrics")
+            assert "sentri_analyst" in wait_for(
+                lambda: metrics(base + 1), 45, what="analyst metrics"
+            )
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{(tmp_path / 'up.log').read_text()[-3000:]}") from None
         assert proc.poll() is None
     finally:
         proc.send_signal(signal.SIGINT)
