@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -117,6 +118,7 @@ def test_database_outage_holds_then_catches_up(redis_url, r, keys):
         assert EventStore(db_url).count_events() == 50
     finally:
         pg.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_config_rejects_unknown_fields():
