@@ -77,7 +77,7 @@ class GalleryError(ValueError):
 
 def version_key(keys: Keys) -> str:
     """Counter incremented on every gallery change."""
-    return keys.k("gallery", "version")
+    return keys.gallery_version
 
 
 def validate_name(name: Any, field: str = "name") -> str:

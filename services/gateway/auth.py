@@ -274,7 +274,7 @@ class AuthStore:
         sid = secrets.token_urlsafe(32)
         rec = self.get_user(user) or {}
         self.r.set(
-            self.keys.k_auth("session", _sha(sid)),
+            self.keys.session(_sha(sid)),
             json.dumps({"user": user, "created": time.time(), "epoch": rec.get("epoch", 0)}),
             ex=ttl_s,
         )
@@ -285,7 +285,7 @@ class AuthStore:
         and no password change or disabling has happened since the session began."""
         if not sid or len(sid) > 128:
             return None
-        raw = self.r.get(self.keys.k_auth("session", _sha(sid)))
+        raw = self.r.get(self.keys.session(_sha(sid)))
         if not raw:
             return None
         sess = json.loads(raw)
@@ -308,7 +308,7 @@ class AuthStore:
 
     def delete_session(self, sid: str) -> None:
         if sid and len(sid) <= 128:
-            self.r.delete(self.keys.k_auth("session", _sha(sid)))
+            self.r.delete(self.keys.session(_sha(sid)))
 
     # ----------------------------------------------------------------- tokens
     def create_token(
@@ -433,8 +433,8 @@ return out
 
     def _fail_keys(self, ip: str, user: str) -> list[str]:
         return [
-            self.keys.k_auth("fail", "ip", ip),
-            self.keys.k_auth("fail", "user", _sha(user.lower())[:32]),
+            self.keys.login_failures_ip(ip),
+            self.keys.login_failures_user(_sha(user.lower())[:32]),
         ]
 
 

@@ -62,7 +62,7 @@ def _model(rec: dict[str, Any], client_ids: list[str] | None = None) -> AgentKey
 
 
 def _bound(gw: GatewayState, key: str) -> list[str]:
-    return sorted(c for c, k in gw.r.hgetall(gw.keys.k("client_keys")).items() if k == key)
+    return sorted(c for c, k in gw.r.hgetall(gw.keys.client_keys).items() if k == key)
 
 
 def _announce(gw: GatewayState, rec: AgentKey) -> None:
