@@ -22,7 +22,7 @@ test: $(STAMP) test-tools ## Install what is missing, then run the test suite (f
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
 
-test-faults: $(STAMP) test-tools ## The fault-injection drills (kill -9, SIGSTOP, floods, outages), ~10 min
+test-faults: $(STAMP) test-tools ## The fault-injection drills (kill -9, SIGSTOP, floods, outages), ~6 min
 	$(PY) -m pytest -m faults $(PYTEST_ARGS)
 
 bench: $(STAMP) ## Benchmarks; writes bench/results.json and bench/results.md
