@@ -31,7 +31,7 @@ class IngestInfo:
 
 
 def info_key(keys: Keys) -> str:
-    return keys.k("ingest_info")
+    return keys.ingest_info
 
 
 def publish_ingest_info(

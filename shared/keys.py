@@ -144,3 +144,67 @@ class Keys:
     def audit(self) -> str:
         """Stream of audit records (logins, account/token changes, decisions, toggles)."""
         return self.k("audit")
+
+    # --- ingest's published facts (enrolment bootstrap) -----------------------
+    @property
+    def ingest_info(self) -> str:
+        """Hash: ingest's bound ports, bind host and public key (for the gateway)."""
+        return self.k("ingest_info")
+
+    # --- notifier -------------------------------------------------------------
+    def notifier_seen(self, event_id: str) -> str:
+        """String (TTL): this event was handled (duplicate suppression)."""
+        return self.k("notifier", "seen", event_id)
+
+    def notifier_occupancy(self, camera_id: str, cls: str) -> str:
+        """Hash track -> last seen: objects of a class in view of a camera."""
+        return self.k("notifier", "occupancy", camera_id, cls)
+
+    def notifier_zone_occupancy(self, camera_id: str, zone: str) -> str:
+        """Hash track -> last seen: objects inside a zone."""
+        return self.k("notifier", "zoneocc", camera_id, zone)
+
+    @property
+    def notifier_deadletters(self) -> str:
+        """List of webhook deliveries given up on (bounded)."""
+        return self.k("notifier", "deadletters")
+
+    @property
+    def notifier_webhooks(self) -> str:
+        """Hash name -> webhook config added in the dashboard."""
+        return self.k("notifier", "webhooks")
+
+    @property
+    def notifier_webhooks_version(self) -> str:
+        """Counter bumped on every webhook change (notifiers reload)."""
+        return self.k("notifier", "webhooks", "version")
+
+    @property
+    def notifier_webhooks_static(self) -> str:
+        """Set of webhook names that come from the config file."""
+        return self.k("notifier", "webhooks", "static")
+
+    def notifier_webhook_queue(self, name: str) -> tuple[str, str]:
+        """(sorted set delivery id -> due time, hash delivery id -> JSON) of one webhook."""
+        return self.k("notifier", "webhook", name, "due"), self.k(
+            "notifier", "webhook", name, "items"
+        )
+
+    # --- rules (zones, lines, counters) ---------------------------------------
+    @property
+    def rules(self) -> str:
+        """Hash camera_id -> JSON {zones, lines}."""
+        return self.k("rules")
+
+    @property
+    def rules_version(self) -> str:
+        """Counter bumped on every rules change (detectors reload)."""
+        return self.k("rules", "version")
+
+    def rules_counts(self, camera_id: str, day: str) -> str:
+        """Hash "line|direction|minute" -> crossings of one camera on one day."""
+        return self.k("rules", "counts", camera_id, day)
+
+    def rules_totals(self, camera_id: str) -> str:
+        """Hash "line|direction" -> all-time crossings of one camera."""
+        return self.k("rules", "totals", camera_id)

@@ -162,8 +162,8 @@ class RulesStore:
 
     def __init__(self, r: redis.Redis, keys: Keys) -> None:
         self.r, self.keys = r, keys
-        self.hash = keys.k("rules")
-        self.version_key = keys.k("rules", "version")
+        self.hash = keys.rules
+        self.version_key = keys.rules_version
 
     def version(self) -> int:
         return int(self.r.get(self.version_key) or 0)
@@ -210,10 +210,10 @@ class RulesStore:
 
     # --- line counters ------------------------------------------------------
     def counts_key(self, camera_id: str, day: str) -> str:
-        return self.keys.k("rules", "counts", camera_id, day)
+        return self.keys.rules_counts(camera_id, day)
 
     def totals_key(self, camera_id: str) -> str:
-        return self.keys.k("rules", "totals", camera_id)
+        return self.keys.rules_totals(camera_id)
 
     def count_crossings(self, events: Iterable[dict[str, Any]], retention_days: int) -> None:
         pipe = self.r.pipeline(transaction=False)

@@ -187,7 +187,7 @@ class Notifier:
             metrics.EVENTS.labels("idle").inc()
             return False
         event_id = str(entry.get("event_id") or entry_id)
-        seen_key = self.keys.k("notifier", "seen", event_id)
+        seen_key = self.keys.notifier_seen(event_id)
         if self.r.exists(seen_key):
             self.consumer.ack(entry_id)
             metrics.EVENTS.labels("duplicate").inc()
@@ -271,7 +271,7 @@ class Notifier:
         typ, cls = ev.get("type"), ev.get("class")
         if typ in OCCUPANCY_EVENTS and cls and ev.get("track_id") is not None:
             self._announce(cam, cls)
-            key = self.keys.k("notifier", "occupancy", cam, cls)
+            key = self.keys.notifier_occupancy(cam, cls)
             pipe = self.r.pipeline()
             if typ == "object_entered":
                 pipe.sadd(key, str(ev["track_id"]))
@@ -287,7 +287,7 @@ class Notifier:
             and ev.get("zone")
             and ev.get("track_id") is not None
         ):
-            key = self.keys.k("notifier", "zoneocc", cam, str(ev["zone"]))
+            key = self.keys.notifier_zone_occupancy(cam, str(ev["zone"]))
             pipe = self.r.pipeline()
             if typ == "zone_entered":
                 pipe.sadd(key, str(ev["track_id"]))
@@ -344,7 +344,7 @@ class Notifier:
         assert self.mqtt is not None
         now_ms = self.clock() * 1000
         for cam, cls in list(self._occupied):
-            key = self.keys.k("notifier", "occupancy", cam, cls)
+            key = self.keys.notifier_occupancy(cam, cls)
             raw = self.r.get(self.keys.latest("detections", cam))
             present: set[str] = set()
             try:

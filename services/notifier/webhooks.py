@@ -117,7 +117,7 @@ class DeadLetters:
     """Deliveries given up on: a bounded Redis list, newest first."""
 
     def __init__(self, r: redis.Redis, keys: Keys, max_len: int = 1000) -> None:
-        self.r, self.key, self.max_len = r, keys.k("notifier", "deadletters"), max_len
+        self.r, self.key, self.max_len = r, keys.notifier_deadletters, max_len
 
     def add(self, entry: dict[str, Any]) -> None:
         pipe = self.r.pipeline()
@@ -158,9 +158,9 @@ class WebhookStore:
 
     def __init__(self, r: redis.Redis, keys: Keys) -> None:
         self.r, self.keys = r, keys
-        self.hash = keys.k("notifier", "webhooks")
-        self.version_key = keys.k("notifier", "webhooks", "version")
-        self.static_key = keys.k("notifier", "webhooks", "static")
+        self.hash = keys.notifier_webhooks
+        self.version_key = keys.notifier_webhooks_version
+        self.static_key = keys.notifier_webhooks_static
 
     def version(self) -> int:
         return int(self.r.get(self.version_key) or 0)
@@ -214,7 +214,7 @@ class WebhookStore:
 
 def queue_keys(keys: Keys, name: str) -> tuple[str, str]:
     """(sorted set delivery_id -> due time, hash delivery_id -> JSON)."""
-    return keys.k("notifier", "webhook", name, "due"), keys.k("notifier", "webhook", name, "items")
+    return keys.notifier_webhook_queue(name)
 
 
 # Take up to N due deliveries and lease them (push their due time out) atomically,
