@@ -15,7 +15,6 @@ Env: ``SENTRI_DETECTOR__CONFIDENCE=0.4``, ``SENTRI_DETECTOR__BACKEND__TYPE=torch
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -25,73 +24,17 @@ from shared.config import Section
 SECTION = "detector"
 
 
-class TorchBackendConfig(Section):
-    """Run the ``.pt`` weights through ultralytics + PyTorch (slowest on CPU, no export)."""
-
-    type: Literal["torch"] = Field("torch", description="Backend selector.")
-    half: bool = Field(False, description="FP16 inference (CUDA only).")
-
-
-class OnnxBackendConfig(Section):
-    """Run an ONNX export (made once, cached in <state_dir>/models) with ONNX Runtime."""
-
-    type: Literal["onnx"] = Field("onnx", description="Backend selector.")
-    path: str | None = Field(
-        None,
-        description="Use this .onnx file instead of exporting the configured model.",
-    )
-    lanes: int = Field(
-        0,
-        ge=0,
-        le=32,
-        description="Sessions that run frames of different cameras in parallel, each with "
-        "threads/lanes threads (0 = auto: min(4, threads) on CPU, 1 on CUDA; 1 = one "
-        "session, several cameras stacked into one batch).",
-    )
-    allow_spinning: bool = Field(
-        True,
-        description="Let ONNX Runtime threads busy-wait between ops (faster, but burns CPU "
-        "when the host is shared).",
-    )
-    precision: Literal["fp32", "int8"] = Field(
-        "fp32",
-        description="int8: run a statically quantized copy of the export (made once, cached; "
-        "calibrated on the demo scenes). Check it with the accuracy gate "
-        "(`backend: auto` does).",
-    )
-
-
-class OpenVinoBackendConfig(Section):
-    """Run the cached ONNX export with the OpenVINO runtime (pip package ``openvino``)."""
-
-    type: Literal["openvino"] = Field("openvino", description="Backend selector.")
-    precision: Literal["fp32", "int8"] = Field(
-        "fp32", description="int8: the statically quantized export (as for onnx)."
-    )
-
-
-class AutoBackendConfig(Section):
-    """Measure the candidates once (cached in <state_dir>/models) and use the fastest
-    that passes the accuracy gate against FP32 on the reference photos."""
-
-    type: Literal["auto"] = Field("auto", description="Backend selector.")
-    candidates: list[Literal["onnx", "onnx-int8", "openvino", "openvino-int8"]] = Field(
-        default_factory=lambda: ["onnx", "onnx-int8", "openvino", "openvino-int8"],
-        min_length=1,
-        max_length=4,
-        description="Backends to measure; onnx (FP32) is the reference of the gate.",
-    )
-    remeasure: bool = Field(
-        False, description="Measure again at start even when a cached choice exists."
-    )
-
-
 DEFAULT_BACKEND = "onnx"
 
-BackendConfig = Annotated[
-    TorchBackendConfig | OnnxBackendConfig | OpenVinoBackendConfig | AutoBackendConfig,
-    Field(discriminator="type"),
-]
+# Each backend's config class lives beside the backend, registered with it
+# (``@register_backend(name, config=…)``); the union is built from the registry.
+from services.detector.backends import backend_config_union  # noqa: E402
+from services.detector.backends.auto import AutoBackendConfig  # noqa: E402, F401
+from services.detector.backends.onnx_runtime import OnnxBackendConfig  # noqa: E402, F401
+from services.detector.backends.openvino import OpenVinoBackendConfig  # noqa: E402, F401
+from services.detector.backends.torch_backend import TorchBackendConfig  # noqa: E402, F401
+
+BackendConfig = backend_config_union()
 
 
 class TrackerConfig(Section):

@@ -20,8 +20,10 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from pydantic import Field
 
 from services.detector.backends.base import (
     BACKENDS,
@@ -29,14 +31,14 @@ from services.detector.backends.base import (
     BackendUnavailable,
     register_backend,
 )
-from services.detector.config import (
-    AutoBackendConfig,
-    DetectorConfig,
-    OnnxBackendConfig,
-    OpenVinoBackendConfig,
-)
+from services.detector.backends.onnx_runtime import OnnxBackendConfig
+from services.detector.backends.openvino import OpenVinoBackendConfig
 from services.detector.detections import Detections
 from services.detector.models import file_digest, models_dir
+from shared.config import Section
+
+if TYPE_CHECKING:
+    from services.detector.config import DetectorConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,23 @@ def cpu_ms_per_call(backend: Backend, img: np.ndarray, imgsz: int | None, n: int
     return (time.process_time() - c0) * 1000 / n
 
 
-@register_backend("auto")
+class AutoBackendConfig(Section):
+    """Measure the candidates once (cached in <state_dir>/models) and use the fastest
+    that passes the accuracy gate against FP32 on the reference photos."""
+
+    type: Literal["auto"] = Field("auto", description="Backend selector.")
+    candidates: list[Literal["onnx", "onnx-int8", "openvino", "openvino-int8"]] = Field(
+        default_factory=lambda: ["onnx", "onnx-int8", "openvino", "openvino-int8"],
+        min_length=1,
+        max_length=4,
+        description="Backends to measure; onnx (FP32) is the reference of the gate.",
+    )
+    remeasure: bool = Field(
+        False, description="Measure again at start even when a cached choice exists."
+    )
+
+
+@register_backend("auto", config=AutoBackendConfig)
 class AutoBackend(Backend):
     """Delegates to the chosen candidate (see the module docstring)."""
 

@@ -6,13 +6,16 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import numpy as np
+from pydantic import Field
 
-from services.detector.config import DetectorConfig
 from services.detector.detections import Detections, LabelMap
 from services.detector.models import ResolvedModel, label_map_for
+
+if TYPE_CHECKING:
+    from services.detector.config import DetectorConfig
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +80,31 @@ BACKENDS: dict[str, type[Backend]] = {}
 B = TypeVar("B", bound=type[Backend])
 
 
-def register_backend(type_name: str) -> Callable[[B], B]:
+#: The config class each backend registered with (its ``type`` is the selector).
+BACKEND_CONFIGS: dict[str, type] = {}
+
+
+def register_backend(type_name: str, *, config: type) -> Callable[[B], B]:
+    """Register a backend and, beside it, its config class (``type: Literal[name]``)."""
+
     def deco(cls: B) -> B:
         if type_name in BACKENDS:
             raise ValueError(f"backend {type_name!r} registered twice")
         cls.type_name = type_name
         BACKENDS[type_name] = cls
+        BACKEND_CONFIGS[type_name] = config
         return cls
 
     return deco
+
+
+def backend_config_union() -> Any:
+    """``detector.backend``: the registered backends' configs, discriminated by ``type``."""
+    members = tuple(BACKEND_CONFIGS.values())
+    union = members[0]
+    for m in members[1:]:
+        union = union | m
+    return Annotated[union, Field(discriminator="type")]
 
 
 def create_backend(config: DetectorConfig, model: ResolvedModel, state_dir: Path) -> Backend:

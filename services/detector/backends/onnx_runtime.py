@@ -21,14 +21,16 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
+from pydantic import Field
 
 from services.detector.backends.base import Backend, BackendUnavailable, register_backend
-from services.detector.config import OnnxBackendConfig
 from services.detector.detections import Detections
 from services.detector.models import export_model, models_dir
+from shared.config import Section
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +130,36 @@ def decode_output(
     return xyxy.astype(np.float32), confidence[picked].astype(np.float32), cls[picked]
 
 
-@register_backend("onnx")
+class OnnxBackendConfig(Section):
+    """Run an ONNX export (made once, cached in <state_dir>/models) with ONNX Runtime."""
+
+    type: Literal["onnx"] = Field("onnx", description="Backend selector.")
+    path: str | None = Field(
+        None,
+        description="Use this .onnx file instead of exporting the configured model.",
+    )
+    lanes: int = Field(
+        0,
+        ge=0,
+        le=32,
+        description="Sessions that run frames of different cameras in parallel, each with "
+        "threads/lanes threads (0 = auto: min(4, threads) on CPU, 1 on CUDA; 1 = one "
+        "session, several cameras stacked into one batch).",
+    )
+    allow_spinning: bool = Field(
+        True,
+        description="Let ONNX Runtime threads busy-wait between ops (faster, but burns CPU "
+        "when the host is shared).",
+    )
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32",
+        description="int8: run a statically quantized copy of the export (made once, cached; "
+        "calibrated on the demo scenes). Check it with the accuracy gate "
+        "(`backend: auto` does).",
+    )
+
+
+@register_backend("onnx", config=OnnxBackendConfig)
 class OnnxBackend(Backend):
     def load(self) -> None:
         try:

@@ -13,8 +13,10 @@ import importlib.util
 import logging
 import threading
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
 from services.detector.backends.base import Backend, BackendUnavailable, register_backend
 from services.detector.backends.onnx_runtime import (
@@ -24,14 +26,23 @@ from services.detector.backends.onnx_runtime import (
     letterbox_shape,
     to_tensor,
 )
-from services.detector.config import OpenVinoBackendConfig
 from services.detector.detections import Detections
 from services.detector.models import export_model, models_dir
+from shared.config import Section
 
 log = logging.getLogger(__name__)
 
 
-@register_backend("openvino")
+class OpenVinoBackendConfig(Section):
+    """Run the cached ONNX export with the OpenVINO runtime (pip package ``openvino``)."""
+
+    type: Literal["openvino"] = Field("openvino", description="Backend selector.")
+    precision: Literal["fp32", "int8"] = Field(
+        "fp32", description="int8: the statically quantized export (as for onnx)."
+    )
+
+
+@register_backend("openvino", config=OpenVinoBackendConfig)
 class OpenVinoBackend(Backend):
     def load(self) -> None:
         if importlib.util.find_spec("openvino") is None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from services.detector.backends.base import Backend, BackendUnavailable, register_backend
-from services.detector.config import TorchBackendConfig
 from services.detector.detections import Detections
+from shared.config import Section
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,14 @@ class UltralyticsBackend(Backend):
         return out
 
 
-@register_backend("torch")
+class TorchBackendConfig(Section):
+    """Run the ``.pt`` weights through ultralytics + PyTorch (slowest on CPU, no export)."""
+
+    type: Literal["torch"] = Field("torch", description="Backend selector.")
+    half: bool = Field(False, description="FP16 inference (CUDA only).")
+
+
+@register_backend("torch", config=TorchBackendConfig)
 class TorchBackend(UltralyticsBackend):
     def load(self) -> None:
         cfg = self.config.backend

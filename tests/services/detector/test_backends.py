@@ -128,3 +128,16 @@ def test_auto_measures_once_picks_a_gated_candidate_and_caches_the_choice(backen
         assert json.loads(path.read_text())["candidates"] == {}, "not measured again"
     finally:
         cached.close()
+
+
+def test_each_backend_config_lives_beside_its_backend_and_is_selectable() -> None:
+    """A backend is one file: its config class registers with it, and the detector's
+    config accepts it by its ``type`` without another edit."""
+    from services.detector.backends import BACKEND_CONFIGS, BACKENDS
+    from services.detector.config import DetectorConfig
+
+    assert set(BACKENDS) == set(BACKEND_CONFIGS) >= {"torch", "onnx", "openvino", "auto"}
+    for name, cfg in BACKEND_CONFIGS.items():
+        assert cfg.__module__ == BACKENDS[name].__module__, name
+        assert cfg.model_fields["type"].default == name
+        assert type(DetectorConfig(backend={"type": name}).backend) is cfg
