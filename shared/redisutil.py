@@ -31,6 +31,26 @@ SOCKET_TIMEOUT_S = 5.0
 HEALTH_CHECK_INTERVAL_S = 10
 
 
+def _client_options(
+    retry_cls: type, decode: bool, timeout: float, socket_timeout: float, retries: int
+) -> dict[str, Any]:
+    """The bounds every Redis client gets, sync or async: timeouts, keepalive, health
+    checks, and retries on connection errors only (never on timeouts)."""
+    return {
+        "decode_responses": decode,
+        "socket_connect_timeout": timeout,
+        "socket_timeout": socket_timeout,
+        "socket_keepalive": True,
+        "health_check_interval": HEALTH_CHECK_INTERVAL_S,
+        "retry": retry_cls(
+            ExponentialBackoff(cap=1.0, base=0.05),
+            retries,
+            supported_errors=(redis.ConnectionError,),
+        ),
+        "retry_on_error": [redis.ConnectionError],
+    }
+
+
 def connect(
     url: str,
     *,
@@ -50,18 +70,7 @@ def connect(
     * Idle connections are health-checked (PING) before reuse, TCP keepalive is on.
     """
     return redis.Redis.from_url(
-        url,
-        decode_responses=decode,
-        socket_connect_timeout=timeout,
-        socket_timeout=socket_timeout,
-        socket_keepalive=True,
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        retry=Retry(
-            ExponentialBackoff(cap=1.0, base=0.05),
-            retries,
-            supported_errors=(redis.ConnectionError,),
-        ),
-        retry_on_error=[redis.ConnectionError],
+        url, **_client_options(Retry, decode, timeout, socket_timeout, retries)
     )
 
 
@@ -75,18 +84,7 @@ def connect_async(
 ) -> aredis.Redis:
     """The asyncio twin of :func:`connect`, with the same bounds (for the gateway)."""
     return aredis.Redis.from_url(
-        url,
-        decode_responses=decode,
-        socket_connect_timeout=timeout,
-        socket_timeout=socket_timeout,
-        socket_keepalive=True,
-        health_check_interval=HEALTH_CHECK_INTERVAL_S,
-        retry=AsyncRetry(
-            ExponentialBackoff(cap=1.0, base=0.05),
-            retries,
-            supported_errors=(redis.ConnectionError,),
-        ),
-        retry_on_error=[redis.ConnectionError],
+        url, **_client_options(AsyncRetry, decode, timeout, socket_timeout, retries)
     )
 
 
