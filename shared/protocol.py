@@ -172,8 +172,10 @@ def parse_header(data: bytes, max_dimension: int = MAX_DIMENSION) -> FrameHeader
         if isinstance(motion, bool) or not isinstance(motion, (int, float)):
             raise ProtocolError("header_bad_type", "motion")
         motion = float(motion)
-        if not (0.0 <= motion <= 1.0) or math.isnan(motion):
-            raise ProtocolError("bad_value", "motion out of range")
+        if not math.isfinite(motion):
+            raise ProtocolError("bad_value", "motion not finite")
+        # A finite score outside 0..1 is kept as sent: ingest clamps and counts it
+        # (clamp_motion), so a broken agent's frames still flow.
     return FrameHeader(
         client_id=client_id,
         camera_id=camera_id,
@@ -185,6 +187,13 @@ def parse_header(data: bytes, max_dimension: int = MAX_DIMENSION) -> FrameHeader
         motion=motion,
         rx=rx,
     )
+
+
+def clamp_motion(motion: float | None) -> tuple[float | None, bool]:
+    """``motion`` limited to 0..1, and whether it had to be changed."""
+    if motion is None or 0.0 <= motion <= 1.0:
+        return motion, False
+    return min(1.0, max(0.0, motion)), True
 
 
 def jpeg_dimensions(jpeg: bytes | memoryview) -> tuple[int, int]:

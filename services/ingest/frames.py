@@ -17,6 +17,7 @@ import zmq
 from services.ingest import metrics as m
 from shared.protocol import (
     ProtocolError,
+    clamp_motion,
     decode_frame,
     encode_fanout,
     pack_header,
@@ -89,9 +90,13 @@ class FramePath:
             srv.stats.drop(cam)
             return
         srv.clocks.observe(header.client_id, rx, header.ts)
+        motion, clamped = clamp_motion(header.motion)
+        if clamped:  # a broken agent: its frames still flow, with a sane score
+            m.MOTION_CLAMPED.inc()
+            srv.count("motion_clamped")
         # The header gains the receive time; the JPEG frame is forwarded as is
         # (zmq shares its buffer, no copy).
-        stamped = pack_header(dataclasses.replace(header, rx=rx))
+        stamped = pack_header(dataclasses.replace(header, rx=rx, motion=motion))
         pub.send_multipart(encode_fanout(cam, stamped, parts[1]), copy=False)  # type: ignore[arg-type]
         nbytes = len(jpeg)
         cm = self._cam_metrics.get(cam)

@@ -26,6 +26,10 @@ FRAMES_DROPPED = Counter(
     "Frames not forwarded, by reason ('unregistered' or 'invalid').",
     ["reason"],
 )
+MOTION_CLAMPED = Counter(
+    "sentri_ingest_motion_clamped_total",
+    "Frames whose agent `motion` header was outside 0..1; forwarded with the score clamped.",
+)
 CLIENTS_CONNECTED = Gauge(
     "sentri_ingest_clients_connected", "Agents with a live control session in this process."
 )

@@ -15,6 +15,7 @@ from shared.protocol import (
     INGEST_TO_AGENT,
     FrameHeader,
     ProtocolError,
+    clamp_motion,
     decode_control,
     decode_fanout,
     decode_frame,
@@ -155,13 +156,24 @@ def _header(**over) -> bytes:
         ({"w": 8193, "h": 48}, "bad_value"),  # above the protocol's largest side
         ({"enc": "png"}, "bad_encoding"),
         ({"w": 0}, "bad_value"),
-        ({"motion": 3.0}, "bad_value"),
+        ({"motion": float("nan")}, "bad_value"),
+        ({"motion": float("inf")}, "bad_value"),
+        ({"motion": "0.5"}, "header_bad_type"),
     ],
 )
 def test_bad_headers_rejected_with_reason(jpeg: bytes, over: dict, reason: str) -> None:
     with pytest.raises(ProtocolError) as exc:
         decode_frame([_header(**over), jpeg])
     assert exc.value.reason == reason
+
+
+@pytest.mark.parametrize("motion", [3.0, -0.5, 1e300, 7])
+def test_motion_outside_unit_range_is_kept_for_ingest_to_clamp(jpeg: bytes, motion) -> None:
+    header, _ = decode_frame([_header(motion=motion), jpeg])
+    assert header.motion == float(motion)
+    assert clamp_motion(header.motion) == (min(1.0, max(0.0, float(motion))), True)
+    assert clamp_motion(0.25) == (0.25, False)
+    assert clamp_motion(None) == (None, False)
 
 
 def test_missing_field_and_multipart_shape(jpeg: bytes) -> None:

@@ -309,3 +309,23 @@ def test_garbage_sent_to_pub_port_by_zmq_peers(rig: Rig) -> None:
     finally:
         push.close(0)
         sub.close(0)
+
+
+@pytest.mark.parametrize(("sent", "forwarded"), [(3.0, 1.0), (-2, 0.0), (1e300, 1.0)])
+def test_motion_outside_unit_range_is_clamped_and_counted(rig: Rig, sent, forwarded) -> None:
+    """A broken agent's motion score does not cost its frames: ingest forwards them
+    with the score clamped to 0..1 and counts the repair."""
+    before = rig.server.counters["motion_clamped"]
+    before_metric = REGISTRY.get_sample_value("sentri_ingest_motion_clamped_total") or 0.0
+    seq = rig.agent.seq["cam1"] + 1
+    rig.agent.seq["cam1"] = seq
+    push_parts(rig, [rig.header(seq=seq, motion=sent), rig.jpeg])
+    wait_for(
+        lambda: rig.worker.poll() is not None and seq in rig.worker.seqs(CAM),
+        what="the clamped frame at the worker",
+    )
+    header = next(h for h, _, _ in rig.worker.received if h.camera_id == CAM and h.seq == seq)
+    assert header.motion == forwarded
+    assert rig.server.counters["motion_clamped"] == before + 1
+    assert REGISTRY.get_sample_value("sentri_ingest_motion_clamped_total") == before_metric + 1
+    assert_still_streaming(rig)
