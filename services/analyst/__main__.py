@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from pydantic import ValidationError
 
@@ -16,17 +15,17 @@ from shared.config import (
     RedisConfig,
     WorkerConfig,
     format_validation_error,
-    load_config,
 )
-from shared.logs import setup_logging
+from shared.service import add_service_options, config_error, load_service_config, prepare_service
 from shared.worker import WorkerRuntime, serve_worker
 
 log = logging.getLogger("services.analyst")
+PROG = "sentri analyst"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="sentri analyst",
+        prog=PROG,
         description=(
             "Scene analysis worker: describes camera scenes with Gemini (google-genai) on "
             "trigger events and periodically while there is activity, rate limited, with "
@@ -41,18 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
             "GEMINI_API_KEY, REDIS_URL."
         ),
     )
-    p.add_argument("--config", metavar="FILE", help="YAML config file (or SENTRI_CONFIG).")
-    p.add_argument("--redis-url", metavar="URL", help="Redis URL (or REDIS_URL).")
-    p.add_argument(
-        "--ingest-pub", metavar="ENDPOINT", help="Ingest fan-out endpoint, e.g. tcp://host:5557."
-    )
-    p.add_argument("--replica-id", metavar="NAME", help="Replica name (default hostname-pid).")
+    add_service_options(p, worker=True)
     p.add_argument(
         "--provider", choices=("gemini", "offline"), help="Override analyst.provider.type."
     )
     p.add_argument("--model", metavar="NAME", help="Gemini model (default gemini-2.5-flash).")
-    p.add_argument("--metrics-port", type=int, metavar="PORT", help="Prometheus port (0 = off).")
-    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
 
@@ -60,17 +52,7 @@ def load_configs(
     args: argparse.Namespace, env: dict[str, str] | None = None
 ) -> tuple[GeneralConfig, RedisConfig, WorkerConfig, AnalystConfig]:
     """All sections the analyst needs (raises ConfigError naming the bad field)."""
-    cfg = load_config(
-        {"general": GeneralConfig, "redis": RedisConfig, "worker": WorkerConfig,
-         "analyst": AnalystConfig},
-        config_file=args.config,
-        env=env,
-        overrides={
-            "general": {"log_level": args.log_level, "metrics_port": args.metrics_port},
-            "redis": {"url": args.redis_url},
-            "worker": {"ingest_pub": args.ingest_pub, "replica_id": args.replica_id},
-        },
-    )  # fmt: skip
+    cfg = load_service_config(args, {"analyst": AnalystConfig}, env=env)
     general, redis_cfg, worker, analyst = cfg.general, cfg.redis, cfg.worker, cfg.analyst
     if args.provider == "offline" and analyst.provider.type != "offline":
         analyst.provider = OfflineProviderConfig()
@@ -92,17 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         general, redis_cfg, worker_cfg, analyst_cfg = load_configs(args)
+        prepare_service(PROG, general, redis_cfg)
     except ConfigError as exc:
-        print(f"sentri analyst: {exc}", file=sys.stderr)
-        return 2
-    setup_logging("analyst", general.log_level, general.log_format)
-    if not redis_cfg.url:
-        print(
-            "sentri analyst: no Redis: pass --redis-url or set REDIS_URL "
-            "(`sentri up` starts a private one)",
-            file=sys.stderr,
-        )
-        return 2
+        return config_error(PROG, exc)
     processor = AnalystProcessor(analyst_cfg)
     runtime = WorkerRuntime(
         processor,

@@ -4,64 +4,56 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import sys
 import time
 
 from services.archiver.archiver import Archiver
 from services.archiver.config import ArchiverConfig
-from shared.config import ConfigError, GeneralConfig, RedisConfig, load_section
+from shared.config import ConfigError
 from shared.eventstore import EventStore
 from shared.keys import Keys
-from shared.logs import setup_logging
 from shared.metrics import start_metrics_server
 from shared.redisutil import connect, redact_url, wait_for_redis
+from shared.service import (
+    add_service_options,
+    config_error,
+    load_service_config,
+    prepare_service,
+    run_until_signal,
+)
 from shared.storage import MediaError, StorageConfig, open_media_store
 from shared.storage.retention import Retention
 
 log = logging.getLogger("services.archiver")
+PROG = "sentri archiver"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="sentri archiver",
+        prog=PROG,
         description="Archives the Redis 'events' stream into the event store (SQLite under the "
         "state dir, or PostgreSQL via storage.database_url) through a consumer group, at least "
         "once, one row per tracked object; applies media retention (age and size).",
         epilog="Settings: YAML sections 'archiver:', 'storage:', 'redis:', 'general:' and env "
         "vars such as SENTRI_STORAGE__DATABASE_URL, SENTRI_STORAGE__MAX_BYTES, REDIS_URL.",
     )
-    p.add_argument("--config", metavar="FILE", help="YAML config file (or SENTRI_CONFIG).")
-    p.add_argument("--redis-url", metavar="URL", help="Redis URL (or REDIS_URL).")
+    add_service_options(p)
     p.add_argument("--database-url", metavar="URL", help="Event store URL (storage.database_url).")
     p.add_argument("--consumer", metavar="NAME", help="Consumer name (archiver.consumer).")
-    p.add_argument("--metrics-port", type=int, metavar="PORT", help="Prometheus port (0 = off).")
-    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        kw = {"config_file": args.config}
-        general = load_section(
-            GeneralConfig, "general",
-            overrides={"log_level": args.log_level, "metrics_port": args.metrics_port}, **kw,
+        cfg = load_service_config(
+            args, {"storage": StorageConfig, "archiver": ArchiverConfig},
+            {"storage": {"database_url": args.database_url},
+             "archiver": {"consumer": args.consumer}},
         )  # fmt: skip
-        redis_cfg = load_section(RedisConfig, "redis", overrides={"url": args.redis_url}, **kw)
-        storage = load_section(
-            StorageConfig, "storage", overrides={"database_url": args.database_url}, **kw
-        )
-        config = load_section(
-            ArchiverConfig, "archiver", overrides={"consumer": args.consumer}, **kw
-        )
+        general, redis_cfg, storage, config = cfg.general, cfg.redis, cfg.storage, cfg.archiver
+        prepare_service(PROG, general, redis_cfg)
     except ConfigError as exc:
-        print(f"sentri archiver: {exc}", file=sys.stderr)
-        return 2
-    setup_logging("archiver", general.log_level, general.log_format)
-    if not redis_cfg.url:
-        log.error("redis.url is required (set REDIS_URL or --redis-url)")
-        return 2
+        return config_error(PROG, exc)
     try:
         wait_for_redis(redis_cfg.url, timeout=30.0)
     except TimeoutError as exc:
@@ -98,22 +90,17 @@ def main(argv: list[str] | None = None) -> int:
         if stats["segments"] or stats["events"]:
             log.info("retention pass", extra=stats)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        archiver.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
     log.info(
         "archiver ready",
         extra={"redis": redact_url(redis_cfg.url), "consumer": config.consumer,
                "group": config.group, "media": media.kind},
     )  # fmt: skip
-    try:
-        archiver.run(on_idle=retention_pass)
-    finally:
+
+    def close() -> None:
         archiver.close()
         media.close()
+
+    run_until_signal("archiver", lambda: archiver.run(on_idle=retention_pass), archiver.stop, close)
     log.info("archiver stopped", extra={"stored": archiver.stored})
     return 0
 
