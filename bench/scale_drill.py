@@ -2,7 +2,7 @@
 
 Measures the worker runtime's sharding, not inference: each replica is a real
 ``WorkerRuntime`` process (real ZeroMQ SUB, real Redis membership, default
-``worker`` settings: heartbeat 1 s, member TTL 4 s) running a stub processor that
+``worker`` settings: heartbeat 0.5 s, member TTL 4 s) running a stub processor that
 only records which replica processed which frame (camera, seq).  Running YOLO for
 64 cameras × 5 fps would take far more than this box's 2 cores and would measure
 the model, not the sharding.
@@ -205,7 +205,7 @@ def analyse(recs, cams, ids, victim, killed_at, cameras, fps) -> dict:  # noqa: 
         "fps": fps,
         "replicas": len(ids),
         "processor": "stub (records camera, seq, replica); sharding only, no inference",
-        "worker_settings": "defaults: heartbeat_s 1, member_ttl_s 4",
+        "worker_settings": "defaults: heartbeat_s 0.5, member_ttl_s 4",
         "rebalance_s": round(max(takeover), 2) if takeover else None,
         "cameras_moved": len(moved),
         "owners_max": owners_max,

@@ -177,7 +177,13 @@ class WorkerConfig(Section):
         "tcp://127.0.0.1:5557", description="Ingest fan-out endpoint to subscribe to."
     )
     replica_id: str | None = Field(None, description="Replica name (default: hostname-pid).")
-    heartbeat_s: float = Field(1.0, gt=0, le=60, description="Membership heartbeat interval.")
+    heartbeat_s: float = Field(
+        0.5,
+        gt=0,
+        le=60,
+        description="Membership heartbeat interval (a dead replica's cameras move within "
+        "member_ttl_s + heartbeat_s).",
+    )
     member_ttl_s: float = Field(
         4.0, gt=0, le=600, description="A replica missing heartbeats this long is dead."
     )
