@@ -175,6 +175,12 @@ class IngestConfig(Section):
         description="Bounds on what agents can make ingest hold (shared/ingest_limits.py).",
     )
 
+    @field_validator("fanout_curve", mode="before")
+    @classmethod
+    def _yes_no_is_on_off(cls, v: Any) -> Any:
+        # YAML (the config file and SENTRI_ env values) reads a bare on/off as a boolean.
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
     def fanout_curve_on(self) -> bool:
         """Whether the frame fan-out speaks CURVE (``fanout_curve``, ``auto`` resolved)."""
         if self.fanout_curve != "auto":

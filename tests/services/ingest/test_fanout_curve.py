@@ -15,7 +15,7 @@ import time
 import pytest
 
 from services.gateway.live import LiveFrames
-from shared.config import IngestConfig, WorkerConfig
+from shared.config import IngestConfig, WorkerConfig, load_section
 from shared.fanout import FanoutKeys
 from shared.ingest_info import publish_ingest_info, read_ingest_info
 from shared.security import AgentKeyStore, SubscriberKeyStore, generate_keypair
@@ -40,6 +40,8 @@ from .emulators import prime
         (dict(bind_host="0.0.0.0", fanout_curve="off"), False),
         (dict(fanout_curve="on"), True),
         (dict(fanout_curve="on", insecure=True), True),
+        (dict(bind_host="0.0.0.0", fanout_curve=False), False),  # YAML's reading of `off`
+        (dict(fanout_curve=True), True),  # and of `on`
     ],
 )
 def test_auto_is_on_for_a_network_bind_of_a_secure_ingest(cfg, on):
@@ -196,3 +198,13 @@ def test_live_view_follows_ingest_into_curve(make_server, make_agent, r, keys, t
     finally:
         live.stop()
         loop.close()
+
+
+@pytest.mark.parametrize("raw", ["on", "off", "auto"])
+def test_env_and_yaml_on_off_are_modes_not_booleans(raw, tmp_path):
+    """YAML reads a bare on/off as a boolean: the setting still means the mode."""
+    cfg_file = tmp_path / "sentri.yaml"
+    cfg_file.write_text(f"ingest:\n  fanout_curve: {raw}\n")
+    from_env = load_section(IngestConfig, "ingest", env={"SENTRI_INGEST__FANOUT_CURVE": raw})
+    from_file = load_section(IngestConfig, "ingest", config_file=cfg_file, env={})
+    assert from_env.fanout_curve == from_file.fanout_curve == raw
