@@ -208,3 +208,22 @@ def test_env_and_yaml_on_off_are_modes_not_booleans(raw, tmp_path):
     from_env = load_section(IngestConfig, "ingest", env={"SENTRI_INGEST__FANOUT_CURVE": raw})
     from_file = load_section(IngestConfig, "ingest", config_file=cfg_file, env={})
     assert from_env.fanout_curve == from_file.fanout_curve == raw
+
+
+def test_fail_closed_while_redis_is_down_but_known_receivers_pass(r, keys, port_factory):
+    """The ZAP decision itself: a key in the snapshot passes without Redis; any other
+    key is refused while Redis cannot answer, and so is the next one (backoff)."""
+    from shared.redisutil import connect
+    from shared.security import _SubscriberKeyCallback
+
+    known, _ = generate_keypair()
+    SubscriberKeyStore(r, keys).register(known, 30)
+    dead = connect(f"redis://127.0.0.1:{port_factory()}/0", timeout=0.2, socket_timeout=0.2)
+    provider = _SubscriberKeyCallback(SubscriberKeyStore(r, keys))
+    provider.refresh()
+    provider.store = SubscriberKeyStore(dead, keys)  # Redis goes away
+    other, _ = generate_keypair()
+    assert provider.callback("sentri-fanout", known.encode())
+    assert not provider.callback("sentri-fanout", other.encode())
+    assert not provider.callback("sentri-fanout", other.encode())
+    assert provider.refused["unavailable"] == 2 and provider.refused["unknown"] == 0
