@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.gateway.live import LiveFrames
 from shared.config import IngestConfig, WorkerConfig, load_section
@@ -99,6 +100,12 @@ def test_registered_receiver_gets_frames_others_are_refused_and_counted(
         return refused["unknown"] >= 1 and server.invalid_count("handshake_failed", "pub") >= 1
 
     wait_for(refusals_seen, 10, what="stranger and plaintext subscriber refused")
+    n = refused["unknown"]
+    wait_for(
+        lambda: (REGISTRY.get_sample_value("sentri_ingest_fanout_refused", {"reason": "unknown"})
+                 or 0) >= n,
+        10, what="refusals in the metric",
+    )  # fmt: skip
     before = len(good.seqs(cam))
     for _ in range(20):
         agent.frame("cam1", jpeg, w, h)
