@@ -41,6 +41,7 @@ def section_transport(quick: bool) -> dict:
     res["socketio_max_2"] = plain["socketio_max"]
     base = (res["socketio_max"]["fps"] + plain["socketio_max"]["fps"]) / 2
     res["plaintext_ratio"] = round(plain["sentri_max"]["fps"] / max(base, 0.1), 1)
+    res["fanout"] = transport.fanout_run(seconds=4 if quick else 6, cameras=4)
     return res
 
 
@@ -141,6 +142,8 @@ def figures(results: dict) -> dict:
     put("scale.owners_max", "scale", "owners_max")
     put("scale.cameras", "scale", "cameras")
     put("transport.throughput_ratio", "transport", "throughput_ratio")
+    put("transport.fanout_curve_fps", "transport", "fanout", "fanout_curve_fps")
+    put("transport.fanout_plain_fps", "transport", "fanout", "fanout_plain_fps")
     return out
 
 
@@ -164,6 +167,13 @@ def to_markdown(results: dict) -> str:
                 f"| transport, same, `--insecure` (no CURVE) | {t['sentri_plaintext_max']['fps']} fps | "
                 f"{t['socketio_max_2']['fps']} fps (Socket.IO, second run) | **{t['plaintext_ratio']}×** "
                 "(vs the mean of both Socket.IO runs) |"
+            )
+        fo = t.get("fanout")
+        if isinstance(fo, dict) and "fanout_curve_fps" in fo:
+            lines.append(
+                f"| fan-out ingest→subscriber, {fo['cameras']} cams, max frames/s, fan-out CURVE on | "
+                f"{fo['fanout_curve_fps']} fps | {fo['fanout_plain_fps']} fps (fan-out plaintext, same run) | "
+                f"{fo['fanout_curve_ratio']}× |"
             )
         lines.append(
             f"| transport latency at {t['sentri_nominal']['offered_fps']} fps nominal, p50 / p99 | "

@@ -243,6 +243,95 @@ def run(seconds: float = 8, cameras: int = 4, secure: bool = True) -> dict:
     return results
 
 
+# ------------------------------------------------------------- fan-out CURVE
+
+
+def _fanout_viewer(
+    r, keys: Keys, pub_ep: str, cams: int, tally: Tally, stop_ev: threading.Event
+) -> threading.Event:
+    """The real receiver (FanoutKeys + FanoutSubscriber, as workers use them), on a thread."""
+    from shared.fanout import FanoutKeys, FanoutSubscriber
+
+    ready = threading.Event()
+
+    def loop() -> None:
+        fk = FanoutKeys(r, keys, name="bench").start()
+        ctx = zmq.Context()
+        sub = FanoutSubscriber(ctx, pub_ep, rcv_hwm=1000, keys=fk)
+        sub.follow(f"bench/cam{i}" for i in range(cams))
+        ready.set()
+        try:
+            while not stop_ev.is_set():
+                if sub.poll(100):
+                    for header, _jpeg in sub.drain(1000):
+                        tally.add(header.ts)
+        finally:
+            sub.close()
+            fk.stop()
+            ctx.destroy(0)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return ready
+
+
+def fanout_run(seconds: float = 6, cameras: int = 4, rounds: int = 2) -> dict:
+    """Max frames/s through ingest to one subscriber, fan-out CURVE on vs plaintext.
+
+    Agents are plaintext (``--insecure``) so the fan-out is the only difference;
+    ingest runs ``rounds`` times per mode, alternating (off, on, off, on, ...), in
+    one run on one box, and each mode's figure is the mean of its rounds.
+    """
+    import tempfile
+
+    from shared.ingest_info import read_ingest_info
+
+    data = jpeg(photo("bus.jpg"))
+    OUT.mkdir(exist_ok=True)
+    keys = Keys("sentri:")
+    per_mode: dict[str, list[float]] = {"off": [], "on": []}
+    with EmbeddedRedis() as redis, tempfile.TemporaryDirectory(prefix="sentri-bench-") as state:
+        r = connect(redis.url)
+        try:
+            for mode in ["off", "on"] * rounds:
+                fp, cp, pp = free_port(), free_port(), free_port()
+                env = child_env(REDIS_URL=redis.url, SENTRI_INGEST__FRAME_PORT=fp,
+                                SENTRI_INGEST__CONTROL_PORT=cp, SENTRI_INGEST__PUB_PORT=pp,
+                                SENTRI_INGEST__PUB_HWM=1000, SENTRI_INGEST__FANOUT_CURVE=mode,
+                                SENTRI_GENERAL__STATE_DIR=state,
+                                SENTRI_GENERAL__LOG_LEVEL="WARNING")  # fmt: skip
+                r.delete(keys.ingest_info)
+                ingest = spawn(["-m", "services.ingest", "--insecure"], env,
+                               OUT / f"transport-fanout-{mode}.log")  # fmt: skip
+                try:
+                    wait_until(lambda cp=cp: _port_open(cp), 30, "ingest control port")
+                    wait_until(lambda: read_ingest_info(r, keys) is not None, 30, "ingest info")
+                    info = read_ingest_info(r, keys)
+                    assert info is not None and (info.fanout_key is not None) == (mode == "on")
+
+                    def viewer(tally: Tally, stop_ev: threading.Event, pp: int = pp) -> None:
+                        _fanout_viewer(r, keys, f"tcp://127.0.0.1:{pp}", cameras, tally,
+                                       stop_ev).wait(10)  # fmt: skip
+
+                    res = _run(f"fanout-{mode}", _bind(_sentri_producer, fp, cp, None), viewer,
+                               cameras, 0, seconds, data)  # fmt: skip
+                    per_mode[mode].append(res["fps"])
+                finally:
+                    stop(ingest)
+        finally:
+            r.close()
+    plain = sum(per_mode["off"]) / len(per_mode["off"])
+    curve = sum(per_mode["on"]) / len(per_mode["on"])
+    return {
+        "cameras": cameras,
+        "seconds": seconds,
+        "frame_bytes": len(data),
+        "fanout_plain_fps": round(plain, 1),
+        "fanout_curve_fps": round(curve, 1),
+        "fanout_curve_ratio": round(curve / max(plain, 0.1), 2),
+        "rounds": {"plain": per_mode["off"], "curve": per_mode["on"]},
+    }
+
+
 class _bind:
     """Picklable partial for the spawn-started producer."""
 

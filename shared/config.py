@@ -17,9 +17,10 @@ e.g. ``detector.confidence: Input should be less than or equal to 1 (got 3)``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -105,6 +106,17 @@ class RedisConfig(Section):
     )
 
 
+def is_loopback_host(host: str) -> bool:
+    """True for an address (or ``localhost``) only this machine can reach."""
+    h = host.strip().strip("[]")
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False  # a host name: assume it is reachable from the network
+
+
 class IngestConfig(Section):
     bind_host: str = Field(
         "127.0.0.1", description="Address ingest binds (0.0.0.0 to accept remote agents)."
@@ -135,6 +147,13 @@ class IngestConfig(Section):
         description="Accept plaintext agents (no CURVE encryption or key check). Off by default: "
         "agents must use ingest's public key and an approved key pair of their own.",
     )
+    fanout_curve: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="CURVE on the frame fan-out (PUB port): 'on' = subscribers (workers, the "
+        "gateway's live view) must use ingest's public key and a key of their own registered "
+        "in Redis (they do it themselves at start); 'off' = plaintext; 'auto' = on when "
+        "bind_host is not loopback and insecure is false.",
+    )
     authorized_keys: list[str] = Field(
         default_factory=list,
         max_length=1000,
@@ -155,6 +174,18 @@ class IngestConfig(Section):
         default_factory=IngestLimits,
         description="Bounds on what agents can make ingest hold (shared/ingest_limits.py).",
     )
+
+    @field_validator("fanout_curve", mode="before")
+    @classmethod
+    def _yes_no_is_on_off(cls, v: Any) -> Any:
+        # YAML (the config file and SENTRI_ env values) reads a bare on/off as a boolean.
+        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+    def fanout_curve_on(self) -> bool:
+        """Whether the frame fan-out speaks CURVE (``fanout_curve``, ``auto`` resolved)."""
+        if self.fanout_curve != "auto":
+            return self.fanout_curve == "on"
+        return not self.insecure and not is_loopback_host(self.bind_host)
 
     @field_validator("authorized_keys", mode="before")
     @classmethod

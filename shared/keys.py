@@ -139,6 +139,13 @@ class Keys:
         """Set of the client ids an agent key holds (the per-key limit)."""
         return self.k("agent_key_clients", key)
 
+    # --- security: fan-out subscriber keys ------------------------------------
+    @property
+    def fanout_keys(self) -> str:
+        """Sorted set subscriber public key (z85) -> expiry (Redis server time): the
+        receivers (workers, gateway live view) ingest's CURVE fan-out accepts."""
+        return self.k("fanout_keys")
+
     # --- audit (gateway) ------------------------------------------------------
     @property
     def audit(self) -> str:

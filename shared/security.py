@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 STATUSES = ("pending", "approved", "rejected")
 ZAP_DOMAIN = "sentri"
+#: The ZAP domain of ingest's frame fan-out (PUB): subscriber keys, not agent keys.
+FANOUT_ZAP_DOMAIN = "sentri-fanout"
 
 
 # ------------------------------------------------------------------- key pairs
@@ -81,11 +83,13 @@ def fingerprint(public_z85: str) -> str:
     return ":".join(h[i : i + 4] for i in range(0, 32, 4))
 
 
-def server_socket_options(sock: zmq.Socket, public: str, secret: str) -> None:
+def server_socket_options(
+    sock: zmq.Socket, public: str, secret: str, *, domain: str = ZAP_DOMAIN
+) -> None:
     sock.curve_server = True
     sock.curve_publickey = public.encode()
     sock.curve_secretkey = secret.encode()
-    sock.zap_domain = ZAP_DOMAIN.encode()
+    sock.zap_domain = domain.encode()
 
 
 def client_socket_options(sock: zmq.Socket, public: str, secret: str, server_public: str) -> None:
@@ -574,3 +578,215 @@ class CurveAuthenticator:
         self._stop.set()
         self._thread.join(5)
         self.auth.stop()
+
+
+# ------------------------------------------------------ fan-out subscriber keys
+
+# Registration and validity use the Redis server's clock (TIME inside the script), like
+# worker membership: no receiver's wall clock decides whether its key is valid.
+_SUB_REGISTER = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+return 1
+"""
+_SUB_VALID = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+return redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
+"""
+_SUB_IS_VALID = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and tonumber(score) >= now then return 1 end
+return 0
+"""
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class SubscriberKeyStore:
+    """The fan-out receivers' public keys in Redis (sorted set ``fanout_keys``, key ->
+    expiry by the Redis server's clock).
+
+    Each receiver process makes an ephemeral key pair at start and registers its
+    public key with a TTL it keeps refreshing (:class:`shared.fanout.FanoutKeys`); a
+    key that stops being refreshed expires.  Redis is inside the trust boundary (whoever
+    writes it can already approve agents), so a registered key is a provisioned one.
+    """
+
+    def __init__(self, r: redis.Redis, keys: Keys) -> None:
+        self.r = r
+        self.key = keys.fanout_keys
+
+    def register(self, public: str, ttl_s: float) -> None:
+        self.r.eval(_SUB_REGISTER, 1, self.key, public, repr(float(ttl_s)))
+
+    def unregister(self, public: str) -> None:
+        self.r.zrem(self.key, public)
+
+    def valid(self) -> set[str]:
+        """Every registered key not yet expired."""
+        return {_text(k) for k in self.r.eval(_SUB_VALID, 1, self.key)}
+
+    def is_valid(self, public: str) -> bool:
+        return int(self.r.eval(_SUB_IS_VALID, 1, self.key, public)) == 1
+
+
+class _SubscriberKeyCallback:
+    """Fan-out ZAP decisions from a snapshot of the registered subscriber keys.
+
+    A key in the snapshot passes without a Redis call.  A key not in it gets one
+    direct lookup (so a receiver that registered a moment ago is not refused for a
+    refresh period), within a rate limit (a stranger trying random keys cannot turn
+    the ZAP thread into a Redis load generator) and unless Redis is known to be
+    failing (fail closed).  Every refusal is counted.
+    """
+
+    def __init__(
+        self,
+        store: SubscriberKeyStore,
+        *,
+        lookups_per_minute: int = 600,
+        down_backoff_s: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.down_backoff_s = down_backoff_s
+        self._valid: frozenset[str] = frozenset()
+        self._lookups = _TokenBucket(lookups_per_minute, max(1, lookups_per_minute // 10))
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+        self.allowed = 0
+        #: Refusals: unknown key, Redis unavailable, lookups over the rate limit.
+        self.refused: dict[str, int] = {"unknown": 0, "unavailable": 0, "rate": 0}
+
+    @property
+    def denied(self) -> int:
+        with self._lock:
+            return sum(self.refused.values())
+
+    def _refuse(self, reason: str) -> bool:
+        with self._lock:
+            self.refused[reason] += 1
+            n = self.refused[reason]
+        if n == 1 or n % 100 == 0:
+            log.warning("fan-out subscriber refused", extra={"reason": reason, "count": n})
+        return False
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        k = _text(key)
+        now = time.monotonic()
+        with self._lock:
+            if k in self._valid:
+                self.allowed += 1
+                return True
+            down = now < self._down_until
+            limited = not down and not self._lookups.take(now)
+        if down:
+            return self._refuse("unavailable")
+        if limited:
+            return self._refuse("rate")
+        import redis
+
+        try:
+            ok = self.store.is_valid(k)
+        except redis.RedisError as exc:
+            with self._lock:
+                self._down_until = now + self.down_backoff_s
+            log.warning("fan-out key check failed (redis): refused", extra={"error": str(exc)})
+            return self._refuse("unavailable")
+        if not ok:
+            return self._refuse("unknown")
+        with self._lock:
+            self._valid = self._valid | {k}
+            self.allowed += 1
+        return True
+
+    def refresh(self) -> None:
+        """Re-read the registered keys (raises ``redis.RedisError``)."""
+        import redis
+
+        try:
+            valid = frozenset(self.store.valid())
+        except redis.RedisError:
+            with self._lock:
+                self._down_until = time.monotonic() + self.down_backoff_s
+            raise
+        with self._lock:
+            self._valid = valid
+            self._down_until = 0.0
+
+
+class FanoutAuthenticator:
+    """ZAP decisions for ingest's fan-out (domain :data:`FANOUT_ZAP_DOMAIN`): registered
+    subscriber keys pass, everything else is refused and counted.
+
+    A context has one ZAP handler: when ingest already runs the agents'
+    :class:`CurveAuthenticator` on ``ctx`` the fan-out domain is added to it
+    (``zap``), otherwise (``ingest.insecure`` with ``ingest.fanout_curve: on``) a
+    handler of its own is started.  A refresher thread (``sentri-fanout-keys``) keeps
+    the key snapshot current.
+    """
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        store: SubscriberKeyStore,
+        *,
+        refresh_s: float = 1.0,
+        zap: CurveAuthenticator | None = None,
+    ) -> None:
+        self.store = store
+        self.refresh_s = refresh_s
+        self.provider = _SubscriberKeyCallback(store)
+        self.errors = 0
+        try:
+            self.provider.refresh()
+        except Exception as exc:  # Redis down at start: keys are looked up one by one
+            log.warning("fan-out subscriber keys not loaded yet", extra={"error": str(exc)})
+        self._own_auth = None
+        if zap is not None:
+            zap.auth.configure_curve_callback(
+                domain=FANOUT_ZAP_DOMAIN, credentials_provider=self.provider
+            )
+        else:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._own_auth = ThreadAuthenticator(ctx, log=logging.getLogger("sentri.zap"))
+            self._own_auth.start()
+            self._own_auth.configure_curve_callback(
+                domain=FANOUT_ZAP_DOMAIN, credentials_provider=self.provider
+            )
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="sentri-fanout-keys", daemon=True)
+        self._thread.start()
+
+    @property
+    def denied(self) -> int:
+        return self.provider.denied
+
+    def _loop(self) -> None:
+        import redis
+
+        while not self._stop.wait(self.refresh_s):
+            try:
+                self.provider.refresh()
+            except redis.RedisError as exc:
+                self.errors += 1
+                if self.errors == 1 or self.errors % 100 == 0:
+                    log.warning(
+                        "fan-out key refresh failed (redis)",
+                        extra={"error": str(exc), "failures": self.errors},
+                    )
+            except Exception:
+                log.exception("fan-out key refresh failed")
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self._own_auth is not None:
+            self._own_auth.stop()

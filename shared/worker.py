@@ -39,7 +39,7 @@ import zmq
 
 from shared import metrics
 from shared.config import RedisConfig, WorkerConfig
-from shared.fanout import FanoutSubscriber
+from shared.fanout import FanoutKeys, FanoutSubscriber
 from shared.keys import Keys
 from shared.logs import BurstLimiter
 from shared.protocol import DEFAULT_MAX_PIXELS, FrameHeader, ProtocolError, jpeg_dimensions
@@ -382,6 +382,11 @@ class WorkerRuntime:
         self.membership = Membership(
             self.redis, self.keys, self.service, self.replica_id, worker_config.member_ttl_s
         )
+        #: This replica's fan-out key pair (registered while it runs; used when ingest's
+        #: fan-out speaks CURVE).
+        self.fanout_keys = FanoutKeys(
+            self.redis, self.keys, name=f"{self.service}/{self.replica_id}"
+        )
         self.buffer = LatestFrameBuffer()
         self.ctx = zmq_context or zmq.Context.instance()
         self.stop_event = threading.Event()
@@ -455,6 +460,7 @@ class WorkerRuntime:
         self.processor.setup(self)
         # A processor may size its batches once its model is loaded.
         self.batch_size = max(1, min(self.config.max_batch, self.processor.max_batch))
+        self.fanout_keys.start()  # before the receiver opens its socket
         for target, name in (
             (self._receive_loop, "recv"),
             (self._membership_loop, "members"),
@@ -482,6 +488,7 @@ class WorkerRuntime:
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout)
+        self.fanout_keys.stop()
         self.membership.leave()
         try:
             self.processor.close()
@@ -535,6 +542,7 @@ class WorkerRuntime:
             self.config.ingest_pub,
             rcv_hwm=self.config.rcv_hwm,
             on_invalid=lambda exc: self.count_invalid(exc.reason, exc.detail),
+            keys=self.fanout_keys,
         )
         max_pixels = min(self.config.max_pixels, self.processor.max_pixels or 2**62)
         try:

@@ -24,7 +24,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.slow
 
 
-def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
+# auto: ingest binds loopback, so the fan-out is plaintext; on: workers and the gateway's
+# live view subscribe with CURVE, with keys they registered in Redis by themselves.
+@pytest.mark.parametrize("fanout_curve", ["auto", "on"])
+def test_sentri_up_demo_end_to_end(tmp_path, port_factory, fanout_curve) -> None:
     fp, cp, pp, gp = (port_factory() for _ in range(4))
     password = secrets.token_urlsafe(16)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SENTRI_", "REDIS_URL"))}
@@ -33,6 +36,7 @@ def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
         SENTRI_INGEST__FRAME_PORT=str(fp),
         SENTRI_INGEST__CONTROL_PORT=str(cp),
         SENTRI_INGEST__PUB_PORT=str(pp),
+        SENTRI_INGEST__FANOUT_CURVE=fanout_curve,
         SENTRI_GATEWAY__ADMIN_PASSWORD=password,
         SENTRI_GATEWAY__PASSWORD_HASH_TIME_COST="1",
         # The fastest detector set-up for a test: no ONNX export on first start.
@@ -109,6 +113,9 @@ def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
             return rec and sum(o["class"] == "person" for o in rec["objects"]) >= 2 and rec
 
         wait_for(people_on_bus, 150, interval=1.0, what="person detections on the bus camera")
+        # The gateway's live view gets frames through the fan-out too.
+        snap = client.get("/api/cameras/demo/demo-bus/snapshot.jpg")
+        assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8", snap.text[:200]
         # Encrypted and authenticated: the one agent key is approved and bound to "demo".
         agent_public = (tmp_path / "state" / "keys" / "edge.public").read_text().strip()
         agent_keys = client.get("/api/agents/keys").json()
@@ -132,9 +139,11 @@ def test_sentri_up_demo_end_to_end(tmp_path, port_factory) -> None:
     output = (tmp_path / "up.log").read_text()
     assert code == 0, output[-3000:]
     assert "security=curve" in output and "--server-key" in output
+    assert f"fanout={'curve' if fanout_curve == 'on' else 'plaintext'}" in output, output[-3000:]
     # Stopped in order (agent, workers, gateway, ingest, Redis last), nothing left over.
     assert (
-        "order=edge-demo,detector,faces,analyst,recorder,archiver,notifier,gateway,ingest,redis" in output
+        "order=edge-demo,detector,faces,analyst,recorder,archiver,notifier,gateway,ingest,redis"
+        in output
     ), output[-3000:]
     assert not runtime.exists(), "runtime.json left behind after a clean stop"
     assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

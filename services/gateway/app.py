@@ -38,6 +38,7 @@ from services.gateway.live import LiveFrames
 from services.gateway.models import COMMON_RESPONSES
 from services.gateway.security import BodyLimit, RequestMetrics, SecurityHeaders
 from services.gateway.ws import router as ws_router
+from shared.fanout import FanoutKeys
 from shared.keys import Keys
 from shared.redisutil import connect, connect_async
 
@@ -75,8 +76,9 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     auth.configure_rate_limit(cfg.login_max_failures, cfg.login_window_s)
     live = LiveFrames(
-        cfg.ingest_pub, linger_s=cfg.live_linger_s, max_jpeg_bytes=cfg.live_max_frame_bytes
-    )
+        cfg.ingest_pub, linger_s=cfg.live_linger_s, max_jpeg_bytes=cfg.live_max_frame_bytes,
+        fanout_keys=FanoutKeys(r, keys, name="gateway-live"),
+    )  # fmt: skip
     checks = PasswordChecks(cfg.login_check_workers, cfg.login_max_pending_checks)
     gw = GatewayState(
         settings=settings, keys=keys, r=r, rb=rb, auth=auth, live=live, password_checks=checks

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import zmq
 
 from services.gateway import metrics
-from shared.fanout import FanoutSubscriber
+from shared.fanout import FanoutKeys, FanoutSubscriber
 from shared.logs import BurstLimiter
 from shared.metrics import INVALID_INPUT
 from shared.protocol import FrameHeader
@@ -49,8 +49,11 @@ class LiveFrames:
         max_jpeg_bytes: int = 8 * 1024 * 1024,
         rcv_hwm: int = 32,
         ctx: zmq.Context | None = None,
+        fanout_keys: FanoutKeys | None = None,
     ) -> None:
         self.endpoint = endpoint
+        #: The gateway's fan-out key pair (None: plaintext only, e.g. in unit tests).
+        self.fanout_keys = fanout_keys
         self.linger_s = linger_s
         self.max_jpeg_bytes = max_jpeg_bytes
         self.rcv_hwm = rcv_hwm
@@ -77,6 +80,8 @@ class LiveFrames:
         self._stop.set()
         if self._thread:
             self._thread.join(5)
+        if self.fanout_keys is not None:
+            self.fanout_keys.stop()
 
     def on_frame(self, callback: FrameCallback) -> None:
         """Register a callback run on the event loop for every received frame."""
@@ -154,12 +159,15 @@ class LiveFrames:
             )
 
     def _run(self) -> None:
+        if self.fanout_keys is not None:
+            self.fanout_keys.start()  # on this thread: Redis calls off the event loop
         sub = FanoutSubscriber(
             self.ctx,
             self.endpoint,
             rcv_hwm=self.rcv_hwm,
             max_jpeg_bytes=self.max_jpeg_bytes,
             on_invalid=lambda exc: self._count_invalid(exc.reason),
+            keys=self.fanout_keys,
         )
         try:
             while not self._stop.is_set():

@@ -169,6 +169,10 @@ class Housekeeping:
             refused = srv.key_cache.refused_pending
             for cap, n in refused.items():
                 m.PENDING_KEYS_REFUSED.labels(cap).set(n)
+        fanout = srv.fanout_auth
+        if fanout is not None:
+            for reason, n in dict(fanout.provider.refused).items():
+                m.FANOUT_REFUSED.labels(reason).set(n)
         offsets = srv.clocks.snapshot()
         for cid, off in offsets.items():
             if srv.sessions.by_client(cid) is None:  # gone: bounded by live sessions

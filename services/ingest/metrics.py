@@ -67,6 +67,12 @@ AGENT_CLOCK_SKEWED = Gauge(
     "1 while an agent's clock is off by more than ingest.limits.max_clock_offset_s.",
     ["client_id"],
 )
+FANOUT_REFUSED = Gauge(
+    "sentri_ingest_fanout_refused",
+    "Fan-out subscribers refused at the CURVE handshake, by reason (unknown: key not "
+    "registered; unavailable: Redis failing; rate: lookups over their limit), since start.",
+    ["reason"],
+)
 PENDING_KEYS_REFUSED = Gauge(
     "sentri_ingest_pending_keys_refused",
     "Unknown agent keys not recorded as pending (caps reached), by cap, since start.",

@@ -50,8 +50,11 @@ from shared.metrics import INVALID_INPUT
 from shared.protocol import MAX_CONTROL_BYTES
 from shared.redisutil import connect, redact_url
 from shared.security import (
+    FANOUT_ZAP_DOMAIN,
     AgentKeyStore,
     CurveAuthenticator,
+    FanoutAuthenticator,
+    SubscriberKeyStore,
     fingerprint,
     load_or_create_keypair,
     server_socket_options,
@@ -123,6 +126,10 @@ class IngestServer:
         self.keys_dir = Path(keys_dir) if keys_dir else Path(default_state_dir()) / "keys"
         self.server_public: str | None = None
         self._auth: CurveAuthenticator | None = None
+        #: CURVE on the fan-out (PUB) port: ``ingest.fanout_curve`` resolved.
+        self.fanout_curve = ingest_cfg.fanout_curve_on()
+        #: The fan-out's ZAP decisions (registered subscriber keys), when it is CURVE.
+        self.fanout_auth: FanoutAuthenticator | None = None
         self.key_store: AgentKeyStore | None = None
         #: The ZAP handler's view of key statuses (secure mode), read without Redis.
         self.key_cache: Any = None
@@ -174,8 +181,9 @@ class IngestServer:
             raise RuntimeError("IngestServer already started")
         host = self.cfg.bind_host
         secret = None
-        if self.secure:
+        if self.secure or self.fanout_curve:
             self.server_public, secret = load_or_create_keypair(self.keys_dir, "ingest")
+        if self.secure:
             lim = self.cfg.limits
             self.key_store = AgentKeyStore(
                 self.key_redis, self.keys, clients_per_key=lim.clients_per_key
@@ -189,16 +197,21 @@ class IngestServer:
             )  # fmt: skip
             self.key_cache = self._auth.provider
             self._auth.on_refresh.append(self.control.keys_refreshed)
+        if self.fanout_curve:  # before any bind; joins the agents' ZAP handler if any
+            self.fanout_auth = FanoutAuthenticator(
+                self.ctx, SubscriberKeyStore(self.key_redis, self.keys),
+                refresh_s=self.cfg.limits.key_cache_refresh_s, zap=self._auth,
+            )  # fmt: skip
         try:
             pull = self._socket("frame", zmq.PULL)
-            if secret:
+            if secret and self.secure:
                 server_socket_options(pull, self.server_public or "", secret)
             pull.setsockopt(zmq.MAXMSGSIZE, self.cfg.max_frame_bytes)
             pull.setsockopt(zmq.RCVHWM, 1000)
             self.frame_port = _bind(pull, host, self.cfg.frame_port)
 
             router = self._socket("control", zmq.ROUTER)
-            if secret:
+            if secret and self.secure:
                 server_socket_options(router, self.server_public or "", secret)
             router.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_BYTES)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -208,6 +221,10 @@ class IngestServer:
             self.control_port = _bind(router, host, self.cfg.control_port)
 
             pub = self._socket("pub", zmq.PUB)
+            if secret and self.fanout_curve:
+                server_socket_options(
+                    pub, self.server_public or "", secret, domain=FANOUT_ZAP_DOMAIN
+                )
             pub.setsockopt(zmq.SNDHWM, self.cfg.pub_hwm)
             pub.setsockopt(zmq.MAXMSGSIZE, PUB_MAX_INBOUND_BYTES)
             self.pub_port = _bind(pub, host, self.cfg.pub_port)
@@ -219,12 +236,10 @@ class IngestServer:
                 self._monitors[mon] = name
         except zmq.ZMQError as exc:
             self._close_sockets()
-            if self._auth is not None:
-                self._auth.stop()
-                self._auth = None
+            self._stop_auth()
             raise OSError(f"ingest cannot bind on {host}: {exc}") from exc
         self._started = True
-        publish_ingest_info(self.redis, self.keys, bind_host=host, frame_port=self.frame_port, control_port=self.control_port, public_key=self.server_public if self.secure else None)  # fmt: skip  # noqa: E501 (agent bootstrap, edge branch)
+        publish_ingest_info(self.redis, self.keys, bind_host=host, frame_port=self.frame_port, control_port=self.control_port, public_key=self.server_public if self.secure else None, fanout_key=self.server_public if self.fanout_curve else None)  # fmt: skip  # noqa: E501 (agent bootstrap, edge branch)
         self.writer.start()
         for target, name in (
             (self._frame_loop, "io"),
@@ -245,6 +260,8 @@ class IngestServer:
                 "redis": redact_url(self.redis_cfg.url or ""),
                 "prefix": self.redis_cfg.prefix,
                 "security": "curve" if self.secure else "insecure",
+                "fanout": "curve" if self.fanout_curve else "plaintext",
+                "fanout_curve": self.cfg.fanout_curve,
                 **(
                     {"server_key": self.server_public,
                      "fingerprint": fingerprint(self.server_public or "")}
@@ -258,6 +275,14 @@ class IngestServer:
                 "agent that reaches the ports is accepted",
                 extra={"bind_host": host,
                        "reachable_from": "this machine" if host in _LOOPBACK else "the network"},
+            )  # fmt: skip
+        if not self.fanout_curve:
+            log.log(
+                logging.INFO if host in _LOOPBACK else logging.WARNING,
+                "frame fan-out is plaintext: any process that reaches the PUB port can "
+                "watch every camera (ingest.fanout_curve)",
+                extra={"bind_host": host, "pub_port": self.pub_port,
+                       "fanout_curve": self.cfg.fanout_curve},
             )  # fmt: skip
         return self
 
@@ -279,9 +304,7 @@ class IngestServer:
         self._close_sockets()
         self.writer.wait_idle(1.0)
         self.writer.stop()
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
+        self._stop_auth()
         self.redis.close()
         self.key_redis.close()
         if self._own_ctx:
@@ -300,6 +323,14 @@ class IngestServer:
     def count(self, name: str, n: int = 1) -> None:
         with self.lock:
             self.counters[name] += n
+
+    def _stop_auth(self) -> None:
+        if self.fanout_auth is not None:
+            self.fanout_auth.stop()
+            self.fanout_auth = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
 
     # ------------------------------------------------------------- socket setup
     def _socket(self, name: str, kind: int) -> zmq.Socket:

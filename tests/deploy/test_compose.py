@@ -178,6 +178,8 @@ def test_workers_subscribe_to_ingest_and_share_redis(compose) -> None:
     assert gw["SENTRI_GATEWAY__INGEST_PUB"] == "tcp://ingest:5557"
     ingest = service_env(compose["services"]["ingest"])
     assert ingest["SENTRI_INGEST__BIND_HOST"] == "0.0.0.0"
+    # the fan-out is encrypted; its receivers get keys from Redis (no volume needed)
+    assert ingest["SENTRI_INGEST__FANOUT_CURVE"] == "on"
     password = DUMMY_ENV["REDIS_PASSWORD"]
     for name in CENTRAL:
         url = service_env(compose["services"][name])["REDIS_URL"]

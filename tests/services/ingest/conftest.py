@@ -82,8 +82,10 @@ def make_agent(ctx: zmq.Context) -> Iterator[Callable[..., Agent]]:
 def make_worker(ctx: zmq.Context) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def factory(server: IngestServer, camera_ids: list[str]) -> Worker:
-        w = Worker(ctx, server.pub_port, camera_ids)
+    def factory(
+        server: IngestServer, camera_ids: list[str], curve: tuple[str, str, str] | None = None
+    ) -> Worker:
+        w = Worker(ctx, server.pub_port, camera_ids, curve=curve)
         workers.append(w)
         return w
 

@@ -99,8 +99,17 @@ class Agent:
 class Worker:
     """A SUB socket on ingest's fan-out, as a worker would use it."""
 
-    def __init__(self, ctx: zmq.Context, pub_port: int, camera_ids: list[str]) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        pub_port: int,
+        camera_ids: list[str],
+        curve: tuple[str, str, str] | None = None,
+    ) -> None:
+        """``curve`` = (public, secret, ingest's public key) for a CURVE fan-out."""
         self.sub = ctx.socket(zmq.SUB)
+        if curve is not None:
+            client_socket_options(self.sub, *curve)
         self.sub.setsockopt(zmq.LINGER, 0)
         self.sub.setsockopt(zmq.RCVHWM, 10_000)
         self.sub.setsockopt(zmq.RECONNECT_IVL, 50)
