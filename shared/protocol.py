@@ -11,7 +11,7 @@ machine-readable ``reason`` used as a metrics label) instead of crashing.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -77,11 +77,15 @@ class FrameHeader:
         return self.camera_id.split("/", 1)[1]
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if d["motion"] is None:
-            del d["motion"]
-        if d["rx"] is None:
-            del d["rx"]
+        # Spelled out (not dataclasses.asdict, which deep-copies): this runs for
+        # every frame on the agent and again on ingest's fan-out.
+        d = {"client_id": self.client_id, "camera_id": self.camera_id, "seq": self.seq,
+             "ts": self.ts, "w": self.w, "h": self.h, "enc": self.enc}  # fmt: skip
+        if self.motion is not None:
+            d["motion"] = self.motion
+        d["v"] = self.v
+        if self.rx is not None:
+            d["rx"] = self.rx
         return d
 
 
@@ -251,13 +255,18 @@ def decode_frame(
     if len(parts) != 2:
         raise ProtocolError("bad_multipart", f"{len(parts)} parts")
     header = parse_header(parts[0], max_dimension)
-    jpeg = parts[1]
+    check_jpeg(header, parts[1], max_jpeg_bytes)
+    return header, parts[1]
+
+
+def check_jpeg(header: FrameHeader, jpeg: bytes | memoryview, max_jpeg_bytes: int) -> None:
+    """The JPEG half of :func:`decode_frame`, for a caller that already parsed the
+    header (ingest parses it first to authorise the sender before walking the JPEG)."""
     if len(jpeg) > max_jpeg_bytes:
         raise ProtocolError("payload_too_large", f"{len(jpeg)} > {max_jpeg_bytes}")
     w, h = jpeg_dimensions(jpeg)
     if (w, h) != (header.w, header.h):
         raise ProtocolError("bad_jpeg", f"size {w}x{h} != header {header.w}x{header.h}")
-    return header, jpeg
 
 
 def topic_for(camera_id: str) -> bytes:

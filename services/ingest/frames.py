@@ -7,19 +7,18 @@ housekeeping thread.  The JPEG is forwarded without copying.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import zmq
 
 from services.ingest import metrics as m
 from shared.protocol import (
     ProtocolError,
-    decode_frame,
+    check_jpeg,
     encode_fanout,
-    pack_header,
     parse_header,
 )
 
@@ -38,6 +37,7 @@ class FramePath:
     def __init__(self, server: IngestServer) -> None:
         self.srv = server
         self._cam_metrics: dict[str, tuple[Any, Any, Any]] = {}
+        self._packer = msgpack.Packer(use_bin_type=True)  # io thread only
 
     def drain(self, pull: zmq.Socket, pub: zmq.Socket) -> None:
         for _ in range(FRAME_BATCH):
@@ -82,8 +82,9 @@ class FramePath:
             if session is None or session.key != parts[0].get("User-Id"):
                 self._invalid("key_mismatch", cam, camera_id=cam)
                 return
+        jpeg = views[1]
         try:  # authorised: now the size check and the JPEG marker walk
-            _, jpeg = decode_frame(views, srv.cfg.max_frame_bytes)
+            check_jpeg(header, jpeg, srv.cfg.max_frame_bytes)
         except ProtocolError as exc:
             self._invalid(exc.reason, exc.detail, camera_id=cam)
             srv.stats.drop(cam)
@@ -91,7 +92,9 @@ class FramePath:
         srv.clocks.observe(header.client_id, rx, header.ts)
         # The header gains the receive time; the JPEG frame is forwarded as is
         # (zmq shares its buffer, no copy).
-        stamped = pack_header(dataclasses.replace(header, rx=rx))
+        stamped_header = header.to_dict()
+        stamped_header["rx"] = rx
+        stamped = self._packer.pack(stamped_header)
         pub.send_multipart(encode_fanout(cam, stamped, parts[1]), copy=False)  # type: ignore[arg-type]
         nbytes = len(jpeg)
         cm = self._cam_metrics.get(cam)
