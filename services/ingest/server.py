@@ -155,7 +155,7 @@ class IngestServer:
         self.lock = threading.Lock()
         self.writer = RegistryWriter(burst=self.burst)
         self._own_ctx = zmq_context is None
-        self.ctx = zmq_context or zmq.Context()
+        self.ctx = zmq_context or zmq.Context(io_threads=ingest_cfg.zmq_io_threads())
         self._cmd_addr = f"inproc://ingest-commands-{id(self)}-{next(_instance_ids)}"
         self._threads: list[threading.Thread] = []
         self._sockets: dict[str, zmq.Socket] = {}
@@ -245,6 +245,7 @@ class IngestServer:
                 "redis": redact_url(self.redis_cfg.url or ""),
                 "prefix": self.redis_cfg.prefix,
                 "security": "curve" if self.secure else "insecure",
+                "io_threads": self.ctx.get(zmq.IO_THREADS),
                 **(
                     {"server_key": self.server_public,
                      "fingerprint": fingerprint(self.server_public or "")}
