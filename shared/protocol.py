@@ -10,6 +10,7 @@ machine-readable ``reason`` used as a metrics label) instead of crashing.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,7 @@ def make_camera_id(client_id: str, local_name: str) -> str:
     return f"{client_id}/{local_name}"
 
 
+@functools.lru_cache(maxsize=4096)  # every frame checks its ids; a bounded memo of verdicts
 def valid_name(value: str, *, allow_slash: bool = False) -> bool:
     """Client ids and camera names: printable, no NUL, no whitespace, bounded."""
     if not value or len(value) > 128:
