@@ -76,7 +76,7 @@ def _sentri_producer(
         seq += 1
         for n in names:
             h = FrameHeader("bench", f"bench/{n}", seq, time.time_ns(), 640, 480)
-            push.send_multipart(encode_frame(h, data))
+            push.send_multipart(encode_frame(h, data), copy=False)  # as the agent's sender
         if period:
             next_t += period
             delay = next_t - time.monotonic()
@@ -132,9 +132,14 @@ def _zmq_viewer(
     sub.connect(pub_ep)
     ready.set()
     while not stop_ev.is_set():
-        if sub.poll(100):
-            parts = sub.recv_multipart()
-            tally.add(msgpack.unpackb(parts[1])["ts"])
+        if not sub.poll(100):
+            continue
+        for _ in range(1000):  # drain what is waiting, as shared.fanout's subscriber does
+            try:
+                parts = sub.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                break
+            tally.add(msgpack.unpackb(parts[1].buffer)["ts"])
     sub.close(0)
 
 

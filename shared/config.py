@@ -142,6 +142,13 @@ class IngestConfig(Section):
     stats_interval_s: float = Field(
         1.0, gt=0, le=60, description="How often per-camera stats are written to Redis."
     )
+    io_threads: int = Field(
+        0,
+        ge=0,
+        le=16,
+        description="ZeroMQ I/O threads of ingest (they read sockets and do CURVE encryption; "
+        "one agent connection stays on one thread). 0 = auto: half the CPU cores, 1 to 4.",
+    )
     insecure: bool = Field(
         False,
         description="Accept plaintext agents (no CURVE encryption or key check). Off by default: "
@@ -186,6 +193,12 @@ class IngestConfig(Section):
         if self.fanout_curve != "auto":
             return self.fanout_curve == "on"
         return not self.insecure and not is_loopback_host(self.bind_host)
+
+    def zmq_io_threads(self) -> int:
+        """``io_threads``, with 0 resolved from this machine's core count."""
+        if self.io_threads:
+            return self.io_threads
+        return max(1, min(4, (os.cpu_count() or 1) // 2))
 
     @field_validator("authorized_keys", mode="before")
     @classmethod

@@ -10,8 +10,9 @@ machine-readable ``reason`` used as a metrics label) instead of crashing.
 
 from __future__ import annotations
 
+import functools
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -77,11 +78,15 @@ class FrameHeader:
         return self.camera_id.split("/", 1)[1]
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        if d["motion"] is None:
-            del d["motion"]
-        if d["rx"] is None:
-            del d["rx"]
+        # Spelled out (not dataclasses.asdict, which deep-copies): this runs for
+        # every frame on the agent and again on ingest's fan-out.
+        d = {"client_id": self.client_id, "camera_id": self.camera_id, "seq": self.seq,
+             "ts": self.ts, "w": self.w, "h": self.h, "enc": self.enc}  # fmt: skip
+        if self.motion is not None:
+            d["motion"] = self.motion
+        d["v"] = self.v
+        if self.rx is not None:
+            d["rx"] = self.rx
         return d
 
 
@@ -89,6 +94,7 @@ def make_camera_id(client_id: str, local_name: str) -> str:
     return f"{client_id}/{local_name}"
 
 
+@functools.lru_cache(maxsize=4096)  # every frame checks its ids; a bounded memo of verdicts
 def valid_name(value: str, *, allow_slash: bool = False) -> bool:
     """Client ids and camera names: printable, no NUL, no whitespace, bounded."""
     if not value or len(value) > 128:
@@ -260,13 +266,18 @@ def decode_frame(
     if len(parts) != 2:
         raise ProtocolError("bad_multipart", f"{len(parts)} parts")
     header = parse_header(parts[0], max_dimension)
-    jpeg = parts[1]
+    check_jpeg(header, parts[1], max_jpeg_bytes)
+    return header, parts[1]
+
+
+def check_jpeg(header: FrameHeader, jpeg: bytes | memoryview, max_jpeg_bytes: int) -> None:
+    """The JPEG half of :func:`decode_frame`, for a caller that already parsed the
+    header (ingest parses it first to authorise the sender before walking the JPEG)."""
     if len(jpeg) > max_jpeg_bytes:
         raise ProtocolError("payload_too_large", f"{len(jpeg)} > {max_jpeg_bytes}")
     w, h = jpeg_dimensions(jpeg)
     if (w, h) != (header.w, header.h):
         raise ProtocolError("bad_jpeg", f"size {w}x{h} != header {header.w}x{header.h}")
-    return header, jpeg
 
 
 def topic_for(camera_id: str) -> bytes:

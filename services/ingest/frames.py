@@ -7,20 +7,19 @@ housekeeping thread.  The JPEG is forwarded without copying.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+import msgpack
 import zmq
 
 from services.ingest import metrics as m
 from shared.protocol import (
     ProtocolError,
+    check_jpeg,
     clamp_motion,
-    decode_frame,
     encode_fanout,
-    pack_header,
     parse_header,
 )
 
@@ -39,6 +38,7 @@ class FramePath:
     def __init__(self, server: IngestServer) -> None:
         self.srv = server
         self._cam_metrics: dict[str, tuple[Any, Any, Any]] = {}
+        self._packer = msgpack.Packer(use_bin_type=True)  # io thread only
 
     def drain(self, pull: zmq.Socket, pub: zmq.Socket) -> None:
         for _ in range(FRAME_BATCH):
@@ -83,8 +83,9 @@ class FramePath:
             if session is None or session.key != parts[0].get("User-Id"):
                 self._invalid("key_mismatch", cam, camera_id=cam)
                 return
+        jpeg = views[1]
         try:  # authorised: now the size check and the JPEG marker walk
-            _, jpeg = decode_frame(views, srv.cfg.max_frame_bytes)
+            check_jpeg(header, jpeg, srv.cfg.max_frame_bytes)
         except ProtocolError as exc:
             self._invalid(exc.reason, exc.detail, camera_id=cam)
             srv.stats.drop(cam)
@@ -96,7 +97,11 @@ class FramePath:
             srv.count("motion_clamped")
         # The header gains the receive time; the JPEG frame is forwarded as is
         # (zmq shares its buffer, no copy).
-        stamped = pack_header(dataclasses.replace(header, rx=rx, motion=motion))
+        stamped_header = header.to_dict()
+        stamped_header["rx"] = rx
+        if clamped:
+            stamped_header["motion"] = motion
+        stamped = self._packer.pack(stamped_header)
         pub.send_multipart(encode_fanout(cam, stamped, parts[1]), copy=False)  # type: ignore[arg-type]
         nbytes = len(jpeg)
         cm = self._cam_metrics.get(cam)

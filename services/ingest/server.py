@@ -162,7 +162,7 @@ class IngestServer:
         self.lock = threading.Lock()
         self.writer = RegistryWriter(burst=self.burst)
         self._own_ctx = zmq_context is None
-        self.ctx = zmq_context or zmq.Context()
+        self.ctx = zmq_context or zmq.Context(io_threads=ingest_cfg.zmq_io_threads())
         self._cmd_addr = f"inproc://ingest-commands-{id(self)}-{next(_instance_ids)}"
         self._threads: list[threading.Thread] = []
         self._sockets: dict[str, zmq.Socket] = {}
@@ -262,6 +262,7 @@ class IngestServer:
                 "security": "curve" if self.secure else "insecure",
                 "fanout": "curve" if self.fanout_curve else "plaintext",
                 "fanout_curve": self.cfg.fanout_curve,
+                "io_threads": self.ctx.get(zmq.IO_THREADS),
                 **(
                     {"server_key": self.server_public,
                      "fingerprint": fingerprint(self.server_public or "")}

@@ -122,3 +122,17 @@ def test_gateway_with_a_config_file_reads_its_faces_section(tmp_path, r, keys) -
     load_settings(f, env={})
     gw = SimpleNamespace(r=r, keys=keys, extras={})
     assert _gallery(gw).config.tolerance == 0.41
+
+
+def test_ingest_io_threads_auto_follows_the_cores_and_an_explicit_value_wins(monkeypatch) -> None:
+    import shared.config
+
+    for cores, want in ((1, 1), (2, 1), (4, 2), (8, 4), (64, 4)):
+        monkeypatch.setattr(shared.config.os, "cpu_count", lambda c=cores: c)
+        assert IngestConfig().zmq_io_threads() == want
+    monkeypatch.setattr(shared.config.os, "cpu_count", lambda: None)
+    assert IngestConfig().zmq_io_threads() == 1
+    env = {"SENTRI_INGEST__IO_THREADS": "3"}
+    assert load_section(IngestConfig, "ingest", env=env).zmq_io_threads() == 3
+    with pytest.raises(ConfigError, match="io_threads"):
+        load_section(IngestConfig, "ingest", env={"SENTRI_INGEST__IO_THREADS": "17"})

@@ -258,3 +258,16 @@ def test_control_round_trip_and_validation() -> None:
         encode_control("update_streaming_settings", camera="cam0", fps=5), expect=INGEST_TO_AGENT
     )
     assert upd == {"type": "update_streaming_settings", "camera": "cam0", "quality": None, "fps": 5}
+
+
+def test_header_to_dict_carries_every_field_and_omits_only_unset_optionals() -> None:
+    """to_dict is spelled out for speed: a field added to FrameHeader must not be
+    silently left off the wire."""
+    import dataclasses
+
+    full = FrameHeader("edge1", "edge1/cam", 7, 123, 640, 480, motion=0.5, rx=456)
+    assert full.to_dict() == dataclasses.asdict(full)
+    assert parse_header(pack_header(full)) == full
+    bare = FrameHeader("edge1", "edge1/cam", 7, 123, 640, 480)
+    assert set(bare.to_dict()) == {f.name for f in dataclasses.fields(bare)} - {"motion", "rx"}
+    assert parse_header(pack_header(bare)) == bare

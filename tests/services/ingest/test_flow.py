@@ -265,3 +265,15 @@ def test_slow_subscriber_loses_frames_instead_of_stalling_ingest(
     while stalled.poll(0.2):
         pass
     assert 0 < len(stalled.received) < total
+
+
+def test_ingest_runs_its_sockets_on_the_configured_io_threads(
+    make_server, make_agent, make_worker, photo
+):
+    jpeg, w, h = photo
+    server = make_server(io_threads=2)
+    assert server.ctx.get(zmq.IO_THREADS) == 2
+    agent = make_agent(server, "edge1", cameras=("front",))
+    assert agent.register()["type"] == "ack"
+    worker = make_worker(server, [agent.camera_id("front")])
+    prime(agent, worker, "front", jpeg, w, h)  # frames flow end to end
