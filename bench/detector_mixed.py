@@ -288,6 +288,8 @@ def run(seconds: float = 60, fps: float = 5.0, backend: str = "openvino-bf16") -
     drop = ("entered", "tracks", "sightings")
     out["baseline"] = {k: v for k, v in base.items() if k not in drop}
     out["sentri"] = {k: v for k, v in new.items() if k not in drop}
+    if kind != "auto":  # the backend's type name has no precision: name it as asked
+        out["sentri"]["backend"] = backend
     for key, res in (("baseline", base), ("sentri", new)):
         out[key]["entered"] = len(res["entered"])
         by_cam: dict[str, list[float]] = {}
