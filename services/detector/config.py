@@ -55,6 +55,13 @@ class TrackerConfig(Section):
     match_thresh: float = Field(
         0.8, gt=0.0, le=1.0, description="Association cost threshold (1 - IoU, score fused)."
     )
+    fuse_score: bool = Field(
+        False,
+        description="Weigh the IoU by the detection's confidence when associating "
+        "(ByteTrack's MOT setting). Off by default: with it, a weakly seen moving person "
+        "(confidence 0.3-0.5) hardly ever confirms a new track (IoU x confidence must "
+        "exceed 0.3), so a passer-by seen in ten frames in a row could go unannounced.",
+    )
     min_hits: int = Field(
         3, ge=1, le=1000, description="Frames a track must be seen before 'object_entered'."
     )

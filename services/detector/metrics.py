@@ -21,6 +21,11 @@ BATCH_SIZE = Histogram(
 OBJECTS = Counter(
     "sentri_detector_objects_total", "Objects reported in detection records, by class.", ["class"]
 )
+TRACKS_CARRIED = Counter(
+    "sentri_detector_tracks_carried_total",
+    "Stationary tracks kept at their last box on region frames whose crops did not "
+    "cover them (re-checked by the next full frame).",
+)
 EVENTS = Counter("sentri_detector_events_total", "Track events published, by type.", ["type"])
 ACTIVE_TRACKS = Gauge("sentri_detector_active_tracks", "Tracks currently followed by this process.")
 MODEL_LOAD_SECONDS = Gauge(

@@ -21,12 +21,12 @@ import redis
 from services.detector import metrics
 from services.detector.backends import Backend, create_backend
 from services.detector.config import DetectorConfig
-from services.detector.detections import Detections
+from services.detector.detections import Detections, box_iou
 from services.detector.models import resolve_model
 from services.detector.records import detection_record, event_record
 from services.detector.regions import Region, merge_detections, plan_regions
 from services.detector.scheduling import Decision, MotionScheduler
-from services.detector.tracking import CameraTracker, TrackEvent
+from services.detector.tracking import CameraTracker, TrackEvent, TrackState
 from shared.keys import STREAM_DETECTIONS
 from shared.publishing import SnapshotSink
 from shared.rules import RulesRuntime
@@ -35,6 +35,11 @@ from shared.worker import Frame, Processor, WorkerRuntime
 log = logging.getLogger(__name__)
 
 SERVICE = "detector"
+#: A stationary track whose last box lies at least this much inside a crop is left to
+#: the model; otherwise it is carried (the crops did not look at it).
+CARRY_COVERED = 0.9
+#: ... or that a detection of the frame overlaps this much (IoU).
+CARRY_IOU = 0.3
 
 
 def load_backend(config: DetectorConfig, state_dir: str | Path) -> Backend:
@@ -91,6 +96,8 @@ class _Job:
     image: np.ndarray
     t: float  # the frame clock (scheduling.frame_clock)
     regions: list[Region] | None
+    #: Stationary tracks the crops were not aimed at (carried if no crop covers them).
+    stationary: list[TrackState] = field(default_factory=list)
     det: Detections = field(default_factory=Detections.empty)
 
 
@@ -123,6 +130,8 @@ class DetectorProcessor(Processor):
         # can keep tracks alive through weak detections; report only confident ones.
         self.infer_conf = min(config.confidence, config.tracker.low_thresh)
         self.scheduler = MotionScheduler(config)
+        #: Frame clock of each camera's last full-frame detection (stationary re-check).
+        self._last_full: dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def setup(self, runtime: WorkerRuntime) -> None:
@@ -200,7 +209,7 @@ class DetectorProcessor(Processor):
                 img = f.image()  # capped, checked and counted by the runtime
                 if img is None:
                     continue
-                jobs.append(_Job(f, img, t, self._regions(decision, tracker, img)))
+                jobs.append(self._job(f, img, t, decision, tracker))
         if not jobs:
             return passed
         t0 = time.perf_counter()
@@ -224,30 +233,91 @@ class DetectorProcessor(Processor):
             tracker = self.trackers[cam] = CameraTracker(cam, self.config.tracker)
         return tracker
 
-    def _regions(
-        self, decision: Decision, tracker: CameraTracker, img: np.ndarray
-    ) -> list[Region] | None:
-        """Crops to run instead of the full frame, or None (full frame).
+    def _job(
+        self, f: Frame, img: np.ndarray, t: float, decision: Decision, tracker: CameraTracker
+    ) -> _Job:
+        """The model's work on one frame: crops, or the full frame (regions None).
 
         Keyframes always look at the whole frame; so does a frame whose motion only the
-        agent saw (the central check could not say where).
+        agent saw (the central check could not say where), and a camera whose last full
+        frame is ``idle_interval_s`` old (its stationary tracks are re-checked).  Crops
+        aim at the motion and the tracks that move or are unsettled; stationary tracks
+        outside every crop are carried (see :meth:`_carry`), as Frigate does.
         """
         cfg = self.config
+        cam = f.camera_id
         motion = decision.motion
-        if not cfg.regions or motion is None or decision.reason not in ("motion", "tracks"):
-            return None
+        regions = None
+        stationary = tracker.stationary(t, cfg.motion_hold_s)
+        recheck = stationary and t - self._last_full.get(cam, -np.inf) >= cfg.idle_interval_s
         claimed = decision.header_motion
-        if claimed is not None and claimed >= cfg.motion_threshold > motion.score:
-            return None
-        h, w = img.shape[:2]
-        boxes = np.concatenate([motion.boxes, tracker.boxes()])
-        return plan_regions(
-            boxes,
-            w,
-            h,
-            min_side=cfg.region_imgsz,
-            max_area=cfg.region_max_area,
-            max_regions=cfg.max_regions,
+        if (
+            cfg.regions
+            and motion is not None
+            and decision.reason in ("motion", "tracks")
+            and not recheck
+            and not (claimed is not None and claimed >= cfg.motion_threshold > motion.score)
+        ):
+            h, w = img.shape[:2]
+            still = {st.track_id for st in stationary}
+            aimed = [st for st in tracker.tracks.values() if st.track_id not in still]
+            regions = plan_regions(
+                np.concatenate([motion.boxes, tracker.boxes(aimed)]),
+                w,
+                h,
+                min_side=cfg.region_imgsz,
+                max_area=cfg.region_max_area,
+                max_regions=cfg.max_regions,
+            )
+        if regions is None:
+            self._last_full[cam] = t
+            return _Job(f, img, t, None)
+        return _Job(f, img, t, regions, stationary)
+
+    def _carry(self, job: _Job, det: Detections) -> Detections:
+        """``det`` plus the last box of each stationary track no crop covered.
+
+        The model did not look there, so the track is not missed: it keeps its last box
+        and confidence until the next full frame (at most ``idle_interval_s`` away).
+        A track mostly inside a crop, or overlapped by a detection, is left to the model
+        (seen, or really missed).
+        """
+        carried = []
+        overlap = (
+            box_iou(det.xyxy, np.array([st.last_box for st in job.stationary], np.float32))
+            if len(det)
+            else None
+        )
+        for i, st in enumerate(job.stationary):
+            if overlap is not None and overlap[:, i].max() >= CARRY_IOU:
+                continue
+            x1, y1, x2, y2 = st.last_box
+            area = max((x2 - x1) * (y2 - y1), 1e-6)
+            covered = max(
+                (
+                    max(0.0, min(x2, r.x0 + r.side) - max(x1, r.x0))
+                    * max(0.0, min(y2, r.y0 + r.side) - max(y1, r.y0))
+                    / area
+                    for r in job.regions or ()
+                ),
+                default=0.0,
+            )
+            if covered < CARRY_COVERED:
+                carried.append(st)
+        if not carried:
+            return det
+        extra = Detections(
+            np.array([st.last_box for st in carried], np.float32),
+            np.array([st.last_confidence for st in carried], np.float32),
+            np.array([st.class_id for st in carried], np.int64),
+            attributes=[dict(st.best_attributes) for st in carried],
+        )
+        metrics.TRACKS_CARRIED.inc(len(carried))
+        return Detections(
+            np.concatenate([det.xyxy, extra.xyxy]),
+            np.concatenate([det.confidence, extra.confidence]),
+            np.concatenate([det.class_id, extra.class_id]),
+            attributes=[*det.attributes, *extra.attributes],
         )
 
     def _infer(self, backend: Backend, jobs: list[_Job]) -> None:
@@ -283,6 +353,8 @@ class DetectorProcessor(Processor):
             # One person seen as both "Normal" and "Fall" is one person: one track,
             # the more confident posture (two tracks would flicker in and out).
             det = det.nms(self.config.iou)
+        if job.stationary:
+            det = self._carry(job, det)
         tracker = self._tracker(frame.camera_id)
         det, events = tracker.update(
             det, width=w, height=h, ts_ms=frame.ts_ms, jpeg=frame.jpeg, now=job.t
@@ -333,6 +405,7 @@ class DetectorProcessor(Processor):
 
     def _drop_camera(self, cam: str, reason: str) -> None:
         self.scheduler.forget(cam)
+        self._last_full.pop(cam, None)
         tracker = self.trackers.pop(cam, None)
         if tracker is None:
             return

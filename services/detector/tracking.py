@@ -40,6 +40,7 @@ class TrackState:
     last_seen_ms: int
     last_seen_wall: float
     hits: int = 0
+    last_confidence: float = 0.0
     best_confidence: float = 0.0
     best_box: list[float] = field(default_factory=list)  # normalised xyxy
     best_jpeg: bytes = b""
@@ -97,7 +98,7 @@ def bytetrack_args(cfg: TrackerConfig) -> SimpleNamespace:
         new_track_thresh=cfg.high_thresh,
         track_buffer=cfg.track_buffer,
         match_thresh=cfg.match_thresh,
-        fuse_score=True,
+        fuse_score=cfg.fuse_score,
     )
 
 
@@ -125,9 +126,18 @@ class CameraTracker:
             for st in self.tracks.values()
         )
 
-    def boxes(self) -> np.ndarray:
-        """Last boxes (pixels xyxy) of the live tracks."""
-        return np.array([st.last_box for st in self.tracks.values()], np.float32).reshape(-1, 4)
+    def boxes(self, tracks: list[TrackState] | None = None) -> np.ndarray:
+        """Last boxes (pixels xyxy) of ``tracks`` (default: every live track)."""
+        tracks = list(self.tracks.values()) if tracks is None else tracks
+        return np.array([st.last_box for st in tracks], np.float32).reshape(-1, 4)
+
+    def stationary(self, t: float, hold_s: float) -> list[TrackState]:
+        """Announced tracks seen by the last detection that have not moved for ``hold_s``."""
+        return [
+            st
+            for st in self.tracks.values()
+            if st.entered and st.misses == 0 and t - st.last_moved_t > hold_s
+        ]
 
     def update(
         self,
@@ -170,6 +180,7 @@ class CameraTracker:
             st.last_seen_wall = now
             box = tuple(float(v) for v in det.xyxy[idx])
             st.last_box = box  # type: ignore[assignment]
+            st.last_confidence = conf
             if st.anchor_box is None or _moved(st.anchor_box, box):
                 st.anchor_box, st.last_moved_t = box, now  # type: ignore[assignment]
             if conf > st.best_confidence:

@@ -72,11 +72,13 @@ class AutoBackendConfig(Section):
     that passes the accuracy gate against FP32 on the reference photos."""
 
     type: Literal["auto"] = Field("auto", description="Backend selector.")
-    candidates: list[Literal["onnx", "onnx-int8", "openvino", "openvino-int8"]] = Field(
-        default_factory=lambda: ["onnx", "onnx-int8", "openvino", "openvino-int8"],
-        min_length=1,
-        max_length=4,
-        description="Backends to measure; onnx (FP32) is the reference of the gate.",
+    candidates: list[Literal["onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8"]] = (
+        Field(
+            default_factory=lambda: ["onnx", "onnx-int8", "openvino", "openvino-int8"],
+            min_length=1,
+            max_length=5,
+            description="Backends to measure; onnx (FP32) is the reference of the gate.",
+        )
     )
     remeasure: bool = Field(
         False, description="Measure again at start even when a cached choice exists."

@@ -37,8 +37,11 @@ class OpenVinoBackendConfig(Section):
     """Run the cached ONNX export with the OpenVINO runtime (pip package ``openvino``)."""
 
     type: Literal["openvino"] = Field("openvino", description="Backend selector.")
-    precision: Literal["fp32", "int8"] = Field(
-        "fp32", description="int8: the statically quantized export (as for onnx)."
+    precision: Literal["fp32", "bf16", "int8"] = Field(
+        "fp32",
+        description="fp32: computed in FP32 (the same numbers as onnx); bf16: OpenVINO's "
+        "bfloat16 inference on CPUs that have it natively (about 2x faster, confidences "
+        "differ by ~0.01); int8: the statically quantized export (as for onnx).",
     )
 
 
@@ -89,6 +92,18 @@ class OpenVinoBackend(Backend):
         self.end2end = meta.get("end2end", "False") == "True"
         self.input_name = self.ov_model.inputs[0].get_any_name()
         self.threads = self.config.resolved_threads()
+        self.compile_config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"}
+        if cfg.precision == "bf16":
+            if "BF16" not in self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+                raise BackendUnavailable(
+                    "detector.backend.precision=bf16 needs a CPU with native bfloat16 "
+                    "(AVX512_BF16 or AMX); use fp32"
+                )
+            self.compile_config["INFERENCE_PRECISION_HINT"] = "bf16"
+        elif cfg.precision == "fp32":
+            # OpenVINO's CPU plugin computes an FP32 model in bfloat16 by default on CPUs
+            # that have it: "fp32" must mean FP32 (the numbers onnx gives).
+            self.compile_config["INFERENCE_PRECISION_HINT"] = "f32"
         self._compiled: dict[tuple[int, int], object] = {}
         self._lock = threading.Lock()
         self.preferred_batch = 1
@@ -100,11 +115,7 @@ class OpenVinoBackend(Backend):
             if req is None:
                 model = self.ov_model.clone()
                 model.reshape({self.input_name: [1, 3, shape[0], shape[1]]})
-                compiled = self.core.compile_model(
-                    model,
-                    "CPU",
-                    {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY"},
-                )
+                compiled = self.core.compile_model(model, "CPU", self.compile_config)
                 req = self._compiled[shape] = compiled.create_infer_request()
             return req
 

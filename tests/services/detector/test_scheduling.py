@@ -164,6 +164,48 @@ def test_a_passer_by_is_detected_in_a_region_and_announced_like_without_scheduli
         assert max(iou(truth, o["box"]) for o in d["objects"]) >= 0.5, (t, d["objects"])
 
 
+def test_a_passer_by_among_people_standing_still_runs_in_a_crop_and_their_tracks_live_on(
+    onnx_backend, redis_config, r, keys, publisher, state_dir
+):
+    """Frigate's stationary-object rule: the crops aim at what moves; the people standing
+    still outside them keep their tracks (carried at their last box) and are re-checked
+    by a full frame every idle_interval_s.  The events are the baseline's."""
+    scene = PasserByScene("static", period_s=100, cross_s=8.0, phase=4.0)
+    fps, seconds = 5, 14.0
+
+    def run(name: str, **config) -> tuple[list[dict], list[dict]]:
+        with camera(onnx_backend, redis_config, r, keys, publisher, state_dir, name, **config) as c:
+            for i in range(int(seconds * fps)):
+                c.feed(scene.render(i / fps), i / fps)
+        recs = [d for d in read_stream(r, keys, STREAM_DETECTIONS) if d["camera_id"] == c.camera_id]
+        evs = [e for e in read_stream(r, keys, STREAM_EVENTS) if e["camera_id"] == c.camera_id]
+        return recs, evs
+
+    tracker = {"min_hits": 3, "lost_after_s": 2.0}
+    _, base_events = run("street-base", motion_aware=False, tracker=tracker)
+    recs, evs = run("street", **AWARE, tracker=tracker)
+    base_tracks = [("", a, b) for _, a, b in track_lives(base_events, seconds, T0)]
+    tracks = [("", a, b) for _, a, b in track_lives(evs, seconds, T0)]
+    assert match_tracks(base_tracks, tracks)[0] == 0, (base_tracks, tracks)
+    assert match_tracks(tracks, base_tracks)[0] == 0, (base_tracks, tracks)
+    crossing = [d for d in recs if 4.6 <= d["ts"] / 1000 - T0 <= 11.4]
+    # Crops while the walker is away from the people standing still (near them, their
+    # boxes move too and the crop would cover most of the frame: full frame then).
+    regional = [d for d in crossing if d["regions"] > 0]
+    assert len(regional) >= 5, [d["regions"] for d in crossing]
+    full = [d["ts"] / 1000 - T0 for d in crossing if d["regions"] == 0]
+    # Stationary tracks are re-checked on a full frame at least every idle_interval_s.
+    assert all(b - a <= 3.0 + 0.2 + 1e-6 for a, b in zip(full, full[1:], strict=False)), full
+    still = [e for e in evs if e["type"] == "object_entered" and e["ts"] / 1000 - T0 < 4.0]
+    assert len(still) >= 3, "the people standing still were announced before the crossing"
+    left = {e["track_id"] for e in evs if e["type"] == "object_left" and e["reason"] == "lost"}
+    # A crop frame reports every standing person still tracked (seen or carried).
+    for d in regional:
+        ids = {o["track_id"] for o in d["objects"]}
+        alive = {e["track_id"] for e in still} - left
+        assert alive <= ids, (d["ts"] / 1000 - T0, d["objects"])
+
+
 def test_an_agent_claiming_no_motion_is_caught_by_the_central_check_and_by_keyframes(
     onnx_backend, redis_config, r, keys, publisher, state_dir
 ):
