@@ -53,6 +53,11 @@ class RegistryWriter:
         with self._cond:
             return len(self._queue) + (1 if self._busy else 0)
 
+    def queued(self) -> list[str]:
+        """The names of the writes waiting, oldest first (for logs and tests)."""
+        with self._cond:
+            return [item[1] for item in self._queue]
+
     def submit(self, what: str, write: Write, *, key: str | None = None) -> None:
         """Queue one write; ``what`` names it in logs; ``key`` makes it replaceable."""
         with self._cond:

@@ -207,8 +207,9 @@ def test_demo_profile_provisions_curve_keys_and_the_agent_streams(
     import msgpack
     import zmq
 
+    from shared.fanout import FanoutKeys
     from shared.keys import Keys
-    from shared.security import AgentKeyStore
+    from shared.security import AgentKeyStore, client_socket_options
 
     services = compose["services"]
     ingest_vols = {v.split(":")[1]: v.split(":")[0] for v in services["ingest"]["volumes"]}
@@ -235,7 +236,7 @@ def test_demo_profile_provisions_curve_keys_and_the_agent_streams(
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     sub.setsockopt(zmq.LINGER, 0)
-    sub.connect(f"tcp://127.0.0.1:{env['SENTRI_INGEST__PUB_PORT']}")
+    fanout_keys = None
     log = (tmp_path / "demo.log").open("w")
     try:
         ingest = subprocess.Popen([bin_path("sentri"), *services["ingest"]["command"]], env=env,
@@ -244,6 +245,14 @@ def test_demo_profile_provisions_curve_keys_and_the_agent_streams(
         url = healthcheck.default_url(env)
         wait_for(lambda: ingest.poll() is None and healthcheck.probe(url, timeout=2) is None,
                  timeout=60, interval=0.2, what="ingest healthy")  # fmt: skip
+        # compose turns the fan-out's CURVE on: subscribe like a worker does, with a
+        # key pair registered in Redis and ingest's published fan-out key
+        assert service_env(services["ingest"])["SENTRI_INGEST__FANOUT_CURVE"] == "on"
+        fanout_keys = FanoutKeys(compose_redis["client"], Keys(f"{prefix}demo:")).start()
+        creds = fanout_keys.credentials
+        assert creds is not None, "ingest published no fan-out key"
+        client_socket_options(sub, creds.public, creds.secret, creds.server_key)
+        sub.connect(f"tcp://127.0.0.1:{env['SENTRI_INGEST__PUB_PORT']}")
 
         # demo-keys: its own script, container paths moved under tmp_path
         script = services["demo-keys"]["command"][0].replace(CONTAINER_DIR, f"{root}/")
@@ -291,5 +300,7 @@ def test_demo_profile_provisions_curve_keys_and_the_agent_streams(
                     proc.kill()
                     proc.wait()
         sub.close(0)
+        if fanout_keys is not None:
+            fanout_keys.stop()
         ctx.term()
         log.close()
