@@ -126,8 +126,18 @@ class RegistryWriter:
                     )
                 with self._cond:
                     self._busy = False
-                    if item[0] is not None and item[0] not in self._pending:
-                        self._pending[item[0]] = item  # newer writes may replace it again
+                    key = item[0]
+                    if key is not None:
+                        newer = self._pending.get(key)
+                        if newer is not None and newer is not item:
+                            # Queued while this one was in flight: its newer data takes
+                            # the failed write's place, so a key never waits twice.
+                            item[2] = newer[2]
+                            for i, queued in enumerate(self._queue):  # by identity
+                                if queued is newer:
+                                    del self._queue[i]
+                                    break
+                        self._pending[key] = item  # newer writes may replace it again
                 self._stop.wait(delay)
                 delay = min(delay * 2, self._retry_max_s)
                 continue
