@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument(
         "--server-key", metavar="KEY|FILE",
-        help="Ingest's CURVE public key (z85 or .public file): encrypt and authenticate.",
+        help="Ingest's CURVE public key (z85 or .public file): encrypt and authenticate. "
+        "A key that starts with '-' must be given as --server-key=KEY.",
     )  # fmt: skip
     p.add_argument(
         "--key-dir", metavar="DIR",

@@ -140,7 +140,8 @@ def remote_agent_hint(
     public = (keys_dir / f"{INGEST_KEY}.public").read_text().strip()
     lines += [
         f"  Remote agent: sentri-edge {target} --server-key {keys_dir}/ingest.public",
-        f"    (copy that file to the camera machine, or pass the key itself: '{public}')",
+        f"    (copy that file to the camera machine, or pass the key itself: "
+        f"--server-key='{public}')",
         f"    then approve its fingerprint in the dashboard: {dashboard} (Agents)",
     ]
     return "\n".join(lines)

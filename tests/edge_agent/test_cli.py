@@ -181,3 +181,10 @@ def test_no_usable_source_exits_1(capsys):
     assert main(["--source", "/no/such/clip.mp4"]) == 1
     err = capsys.readouterr().err
     assert "none of the sources delivered a frame" in err and "demo:bus" in err
+
+
+def test_a_server_key_starting_with_a_dash_is_taken_in_the_equals_form():
+    from edge_agent.cli import build_parser
+
+    key = "-2@SDsckv3:U=:YA)vldm#gmTnln)998VOCao46{"  # a real z85 key CI drew once
+    assert build_parser().parse_args([f"--server-key={key}"]).server_key == key

@@ -81,7 +81,7 @@ def test_show_key_prints_the_key_the_running_agent_presents(
     monkeypatch.setenv("HOME", str(home))  # a fallback to ~/.local/state would show here
     args = [
         "--client-id", "keyed", "--frame-endpoint", ing.frame_url,
-        "--control-endpoint", ing.control_url, "--server-key", server_public,
+        "--control-endpoint", ing.control_url, f"--server-key={server_public}",
         "--source", "demo:coffee", "--fps", "2",
     ]  # fmt: skip
     if run == "in-process":

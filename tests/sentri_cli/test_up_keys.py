@@ -80,7 +80,10 @@ def test_sentri_up_demo_wires_agent_keys(insecure, redis_url, prefix, keys, r, p
             assert store.key_for_client("demo") == agent_public  # bound on its first register
             # the banner: how a remote agent joins
             assert f"--server-key {keys_dir}/ingest.public" in output
-            assert (keys_dir / "ingest.public").read_text().strip() in output
+            # as --server-key=KEY: a z85 key may start with '-', which argparse would
+            # take for an option in the two-word form
+            ingest_public = (keys_dir / "ingest.public").read_text().strip()
+            assert f"--server-key='{ingest_public}'" in output
             assert "approve its fingerprint in the dashboard" in output
             assert fingerprint(agent_public) in output  # logged when approved
     finally:
