@@ -249,8 +249,12 @@ def test_demo_profile_provisions_curve_keys_and_the_agent_streams(
         # key pair registered in Redis and ingest's published fan-out key
         assert service_env(services["ingest"])["SENTRI_INGEST__FANOUT_CURVE"] == "on"
         fanout_keys = FanoutKeys(compose_redis["client"], Keys(f"{prefix}demo:")).start()
-        creds = fanout_keys.credentials
-        assert creds is not None, "ingest published no fan-out key"
+
+        def published():  # ingest answers its health check before it publishes
+            fanout_keys.refresh()
+            return fanout_keys.credentials
+
+        creds = wait_for(published, timeout=30, interval=0.2, what="ingest's fan-out key")
         client_socket_options(sub, creds.public, creds.secret, creds.server_key)
         sub.connect(f"tcp://127.0.0.1:{env['SENTRI_INGEST__PUB_PORT']}")
 
