@@ -54,9 +54,11 @@ class RegistryWriter:
             return len(self._queue) + (1 if self._busy else 0)
 
     def queued(self) -> list[str]:
-        """The names of the writes waiting, oldest first (for logs and tests)."""
+        """The names of the writes waiting, oldest first, without the one in flight
+        (the head of the queue while a write is running or being retried)."""
         with self._cond:
-            return [item[1] for item in self._queue]
+            waiting = list(self._queue)[1:] if self._busy else list(self._queue)
+            return [item[1] for item in waiting]
 
     def submit(self, what: str, write: Write, *, key: str | None = None) -> None:
         """Queue one write; ``what`` names it in logs; ``key`` makes it replaceable."""

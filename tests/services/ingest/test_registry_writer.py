@@ -32,7 +32,7 @@ def test_a_write_queued_while_its_key_fails_replaces_it_instead_of_queueing_twic
         writer.submit("heartbeat c", lambda: applied.append("new"), key="heartbeat:c")
         release.set()
         wait_for(lambda: writer.errors == 1, what="the failed write")
-        assert writer.queued().count("heartbeat c") == 1
+        assert writer.queued().count("heartbeat c") <= 1  # one waiting (or in flight)
         assert writer.wait_idle(5)
         # newest heartbeat data, in the first heartbeat's place, applied once
         assert applied == ["new", "camera"]
