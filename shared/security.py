@@ -327,6 +327,9 @@ class _TokenBucket:
         return False
 
 
+_LOOKED_UP_MAX = 10_000
+
+
 class _KeyCallback:
     """pyzmq authenticator credentials provider, answering from memory.
 
@@ -363,6 +366,10 @@ class _KeyCallback:
         self._total_rate = _TokenBucket(pending_per_minute, max(1, pending_per_minute // 6))
         self._source_rate: dict[str, _TokenBucket] = {}
         self._down_until = 0.0
+        # Statuses looked up one by one, with when: a snapshot read before a lookup
+        # must not overwrite it (an approval seen by a handshake would be undone and
+        # the new agent's session revoked by a stale refresh).
+        self._looked_up: dict[str, float] = {}
         self._lock = threading.Lock()
         #: The peer address of the handshake being decided (set by the authenticator).
         self.source: str | None = None
@@ -392,6 +399,9 @@ class _KeyCallback:
             self._deny(unavailable=True)
             return False
         with self._lock:
+            if len(self._looked_up) >= _LOOKED_UP_MAX:
+                self._looked_up.clear()  # bounded; costs only the stale-refresh guard
+            self._looked_up[k] = time.monotonic()  # after the read: ties keep the lookup
             if status is not None:
                 self._status[k] = status
                 if status == "pending" and len(self._touch) < self.pending_max:
@@ -442,6 +452,7 @@ class _KeyCallback:
         """Re-read every key's status (raises ``redis.RedisError``)."""
         import redis
 
+        started = time.monotonic()
         try:
             records = self.store.records()
         except redis.RedisError:
@@ -456,7 +467,15 @@ class _KeyCallback:
                 src = str(rec.get("source") or "unknown")
                 by_source[src] = by_source.get(src, 0) + 1
         with self._lock:
-            self._status = {k: str(rec.get("status")) for k, rec in records.items()}
+            status = {k: str(rec.get("status")) for k, rec in records.items()}
+            # A key looked up after this read began is newer than the read: keep it.
+            fresh = {k: t for k, t in self._looked_up.items() if t >= started}
+            for k in fresh:
+                if k in self._status:
+                    status[k] = self._status[k]
+                else:
+                    status.pop(k, None)
+            self._status, self._looked_up = status, fresh
             for _key, src in self._queue:  # queued, not yet written
                 pending += 1
                 by_source[src or "unknown"] = by_source.get(src or "unknown", 0) + 1

@@ -152,3 +152,31 @@ def test_one_key_binds_at_most_clients_per_key_client_ids(r, keys) -> None:
     again = _key()
     store.approve(again)
     assert store.bind_client("a", again)
+
+
+def test_a_snapshot_read_before_an_approval_does_not_undo_it(r, keys) -> None:
+    """The key refresher read the statuses, the operator approved a key, the agent's
+    handshake looked it up (approved) and only then was the older snapshot stored.
+    The older snapshot must not undo the approval: ingest would refuse the agent's
+    register and end its session on the next refresh (a CI flake: ``reregister``)."""
+    store = AgentKeyStore(r, keys)
+    agent = _key()
+    store.note_pending(agent)
+    zap = _KeyCallback(store)
+    zap.refresh()
+    read = store.records
+
+    def records_then_approval() -> dict:
+        snapshot = read()  # still "pending" here
+        store.approve(agent)
+        assert zap.callback("sentri", agent.encode()) is True  # the handshake
+        return snapshot
+
+    store.records = records_then_approval  # type: ignore[method-assign]
+    zap.refresh()
+    assert zap.approved(agent), "an older snapshot undid the approval"
+    assert zap.known()[agent] == "approved"  # what ingest's session revocation reads
+    store.records = read  # type: ignore[method-assign]
+    store.reject(agent)
+    zap.refresh()  # a snapshot newer than the lookup decides again
+    assert not zap.approved(agent)
