@@ -25,6 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -96,21 +97,62 @@ def literal_address_refused(url: str, allow_internal: bool) -> str | None:
     return address_refused(ip)
 
 
-def resolved_address_refused(url: str, allow_internal: bool) -> str | None:
-    """Like :func:`literal_address_refused`, for every address the host resolves to."""
+def resolve(host: str, port: int) -> list[str]:
+    """Every address ``host`` resolves to (raises ``OSError``)."""
+    infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    return [info[4][0].split("%", 1)[0] for info in infos]
+
+
+class AddressRefused(Exception):
+    """The target's address is one webhooks may not reach (see :func:`address_refused`)."""
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """Where one delivery goes: the URL with the host replaced by the address that was
+    checked, and what keeps the request addressed to the host (``Host``, TLS SNI and
+    certificate name)."""
+
+    url: str
+    headers: dict[str, str]
+    extensions: dict[str, Any]
+
+
+def pin(url: str, allow_internal: bool, resolver: Callable[[str, int], list[str]] = resolve) -> Pinned:
+    """Resolve ``url``'s host once, check every address, and connect to a checked one.
+
+    Checking the name and letting the HTTP client resolve it again would leave a gap
+    (DNS rebinding: a name that answers with a public address for the check and with
+    a metadata or link-local address for the request).  Raises :class:`AddressRefused`
+    or ``OSError`` (unresolvable: retried like any outage).
+    """
     why = literal_address_refused(url, allow_internal)
-    if why or allow_internal:
-        return why
+    if why:
+        raise AddressRefused(why)
     parts = urlsplit(url)
+    host = parts.hostname or ""
+    if allow_internal:
+        return Pinned(url, {}, {})
     try:
-        infos = socket.getaddrinfo(parts.hostname, parts.port or 80, proto=socket.IPPROTO_TCP)
-    except OSError:
-        return None  # unresolvable: the request fails and is retried like any outage
-    for info in infos:
-        why = address_refused(ipaddress.ip_address(info[4][0].split("%", 1)[0]))
+        ipaddress.ip_address(host)
+        return Pinned(url, {}, {})  # a literal address, checked above
+    except ValueError:
+        pass
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    addresses = resolver(host, port)
+    if not addresses:
+        raise OSError(f"{host} resolves to no address")
+    for addr in addresses:
+        why = address_refused(ipaddress.ip_address(addr))
         if why:
-            return why
-    return None
+            raise AddressRefused(f"{host} resolves to {why}")
+    ip = ipaddress.ip_address(addresses[0])
+    literal = f"[{ip}]" if ip.version == 6 else str(ip)
+    userinfo, _, host_header = parts.netloc.rpartition("@")
+    netloc = literal if parts.port is None else f"{literal}:{parts.port}"
+    netloc = f"{userinfo}@{netloc}" if userinfo else netloc  # basic auth kept
+    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return Pinned(parts._replace(netloc=netloc).geturl(), {"Host": host_header}, extensions)
 
 
 class DeadLetters:
@@ -238,8 +280,10 @@ class WebhookSender:
         *,
         clock: Callable[[], float] = time.time,
         client: httpx.Client | None = None,
+        resolver: Callable[[str, int], list[str]] = resolve,
     ) -> None:
         self.r, self.cfg, self.dead = r, cfg, dead_letters
+        self.resolver = resolver
         self.due_key, self.items_key = queue_keys(keys, cfg.name)
         self.clock = clock
         self.client = client or httpx.Client(timeout=cfg.timeout_s, follow_redirects=False)
@@ -307,9 +351,13 @@ class WebhookSender:
 
     def _send(self, event: dict[str, Any]) -> tuple[bool, bool, str]:
         """(delivered, worth retrying, error)."""
-        why = resolved_address_refused(self.cfg.url, self.cfg.allow_internal)
-        if why:
-            return False, False, f"address refused: {why}"
+        try:
+            target = pin(self.cfg.url, self.cfg.allow_internal, self.resolver)
+        except AddressRefused as exc:
+            return False, False, f"address refused: {exc}"
+        except (OSError, UnicodeError) as exc:
+            metrics.WEBHOOK_ATTEMPTS.labels(self.cfg.name, "error").inc()
+            return False, True, f"cannot resolve: {exc}"
         body = json.dumps(event, separators=(",", ":")).encode()
         ts = int(self.clock())
         headers = {
@@ -321,7 +369,10 @@ class WebhookSender:
         }
         t0 = time.perf_counter()
         try:
-            resp = self.client.post(self.cfg.url, content=body, headers=headers)
+            resp = self.client.post(
+                target.url, content=body, headers={**headers, **target.headers},
+                extensions=target.extensions,
+            )  # fmt: skip
         except httpx.HTTPError as exc:
             metrics.WEBHOOK_ATTEMPTS.labels(self.cfg.name, "error").inc()
             return False, True, f"{type(exc).__name__}: {exc}"

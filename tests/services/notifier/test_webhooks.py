@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from services.notifier.config import EventFilter, NotifierConfig, Schedule, WebhookConfig
 from services.notifier.service import Notifier
-from services.notifier.webhooks import address_refused, verify
+from services.notifier.webhooks import DeadLetters, WebhookSender, address_refused, pin, verify
 from shared.redisutil import connect, publish_record
 from tests.helpers import wait_for
 
@@ -32,6 +32,7 @@ class Receiver:
         self.ids: Counter[str] = Counter()
         self.bad_signatures = 0
         self.requests = 0
+        self.hosts: list[str] = []
         rec = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -43,6 +44,7 @@ class Receiver:
                 ok = hmac.compare_digest(want, self.headers.get("X-Sentri-Signature", ""))
                 fresh = abs(time.time() - int(ts or 0)) < 300
                 rec.requests += 1
+                rec.hosts.append(self.headers.get("Host", ""))
                 if not (ok and fresh):
                     rec.bad_signatures += 1
                     self.send_response(401)
@@ -350,3 +352,48 @@ def test_notifier_killed_during_an_outage_loses_nothing(
         if proc.poll() is None:
             proc.terminate()
             proc.wait(10)
+
+
+def test_a_webhook_connects_to_the_address_it_checked(r, keys, port_factory):
+    """DNS rebinding: a name that answers with an allowed address for the check and a
+    metadata address afterwards.  Each delivery resolves once and connects to the
+    address it checked, keeping the name in ``Host`` (the HTTP client resolving the
+    name again could reach the metadata service)."""
+    port = port_factory()
+    rec = Receiver(port)
+    answers = ["127.0.0.1", "169.254.169.254"]
+    asked: list[tuple[str, int]] = []
+
+    def rebinding(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return [answers[min(len(asked), len(answers)) - 1]]
+
+    cfg = WebhookConfig(name="rebind", url=f"http://hooks.sentri.test:{port}/hook", secret=SECRET)
+    sender = WebhookSender(r, keys, cfg, DeadLetters(r, keys), resolver=rebinding)
+    try:
+        delivered, _, error = sender._send(event())
+        assert (delivered, error) == (True, "")
+        assert rec.hosts == [f"hooks.sentri.test:{port}"] and rec.bad_signatures == 0
+        assert asked == [("hooks.sentri.test", port)]  # resolved once, by the check
+        delivered, retry, error = sender._send(event())  # the name now points inward
+        assert not delivered and not retry
+        assert "169.254.169.254 is a cloud metadata address" in error
+        assert rec.requests == 1
+    finally:
+        rec.close()
+
+
+def test_pinned_urls_keep_credentials_port_and_tls_name():
+    def one(addr: str):
+        return lambda host, port: [addr]
+
+    p = pin("https://u:pw@hooks.example.com/x?a=1", False, one("203.0.113.7"))
+    assert p.url == "https://u:pw@203.0.113.7/x?a=1"
+    assert p.headers == {"Host": "hooks.example.com"}
+    assert p.extensions == {"sni_hostname": "hooks.example.com"}  # certificate checked for it
+    p = pin("http://hooks.example.com:8080/x", False, one("2001:db8::1"))
+    assert p.url == "http://[2001:db8::1]:8080/x" and p.extensions == {}
+    with pytest.raises(OSError):
+        pin("http://hooks.example.com/x", False, lambda host, port: [])
+    literal = pin("http://127.0.0.1:9/x", False, one("169.254.169.254"))
+    assert literal.url == "http://127.0.0.1:9/x"  # a literal address is not resolved
