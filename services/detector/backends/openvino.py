@@ -68,6 +68,8 @@ class OpenVinoBackend(Backend):
                 fmt="onnx",
                 cache_dir=models_dir(self.state_dir),
             )
+        if cfg.precision != "fp32":  # named like `auto`'s choices, in records and metrics
+            self.type_name = f"{self.type_name}-{cfg.precision}"
         if cfg.precision == "int8":
             from services.detector.quantize import quantize_int8
 

@@ -58,6 +58,9 @@ def test_openvino_fp32_finds_the_same_people_as_onnx_runtime(backends, photos):
         same, worst = compare(ref, got)
         assert same and worst >= 0.95, (name, worst)
     assert backends["openvino"].type_name == "openvino"
+    # Records and metrics name the precision too (as `auto`'s choices do).
+    assert backends["openvino-int8"].type_name == "openvino-int8"
+    assert backends["onnx-int8"].type_name == "onnx-int8"
 
 
 def test_openvino_fp32_computes_in_fp32_like_onnx_runtime(backends, photos):
@@ -89,6 +92,7 @@ def test_openvino_bf16_is_explicit_and_needs_native_bfloat16(state_dir, photos):
         )
         assert "bf16" in str(hint).lower() or "bfloat16" in str(hint).lower(), hint
         assert len(people(bf16, photos["bus.jpg"])) >= 3
+        assert bf16.type_name == "openvino-bf16"
     finally:
         bf16.close()
 
