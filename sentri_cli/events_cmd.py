@@ -9,8 +9,8 @@ import sys
 
 import redis
 
-from sentri_cli.runtime import RuntimeUnavailable, resolve_redis
-from shared.config import ConfigError, GeneralConfig, RedisConfig, load_section
+from sentri_cli.runtime import RuntimeUnavailable, add_redis_options, redis_from_args
+from shared.config import ConfigError
 from shared.events import EventConsumer
 from shared.keys import Keys
 from shared.redisutil import connect
@@ -23,15 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         "as JSON lines. With --group, read through a Redis consumer group and acknowledge each "
         "event after printing it (at-least-once: a restarted consumer gets what it missed).",
     )
-    p.add_argument("--config", metavar="FILE")
-    p.add_argument(
-        "--redis-url",
-        help="default: REDIS_URL, else the Redis of the `sentri up` "
-        "running on the state dir (its runtime.json)",
-    )
-    p.add_argument(
-        "--state-dir", help="state dir of the local `sentri up` (default: general.state_dir)"
-    )
+    add_redis_options(p)
     p.add_argument("--group", help="consumer group name (e.g. your integration's name)")
     p.add_argument("--consumer", default=socket.gethostname(), help="consumer name in the group")
     p.add_argument("--from-now", action="store_true", help="a new group starts at new events only")
@@ -39,16 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--type", action="append", help="only these event types (repeatable)")
     args = p.parse_args(argv)
     try:
-        rc = load_section(
-            RedisConfig, "redis", config_file=args.config, overrides={"url": args.redis_url}
-        )
-    except ConfigError as exc:
-        print(f"sentri events: {exc}", file=sys.stderr)
-        return 2
-    try:
-        general = load_section(GeneralConfig, "general", config_file=args.config,
-                               overrides={"state_dir": args.state_dir})  # fmt: skip
-        url, prefix, _source = resolve_redis(rc.url, rc.prefix, general.state_dir)
+        url, prefix, _source, _state_dir = redis_from_args(args)
     except (ConfigError, RuntimeUnavailable) as exc:
         print(f"sentri events: {exc}", file=sys.stderr)
         return 2

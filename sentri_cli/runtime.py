@@ -11,12 +11,15 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import json
 import os
 from pathlib import Path
 from typing import Any
+
+from shared.config import GeneralConfig, RedisConfig, load_section
 
 RUNTIME_FILE = "runtime.json"
 LOCK_FILE = "up.lock"
@@ -125,6 +128,31 @@ def resolve_redis(
         return url, prefix, "config"
     info = read_runtime(Path(state_dir).expanduser())
     return info["redis_url"], str(info.get("redis_prefix") or prefix), RUNTIME_FILE
+
+
+def add_redis_options(p: argparse.ArgumentParser) -> None:
+    """``--config``, ``--redis-url`` and ``--state-dir``: how a CLI command that reads
+    the cluster finds its Redis (see :func:`redis_from_args`)."""
+    p.add_argument("--config", metavar="FILE")
+    p.add_argument(
+        "--redis-url",
+        help="default: REDIS_URL, else the Redis of the `sentri up` "
+        "running on the state dir (its runtime.json)",
+    )
+    p.add_argument(
+        "--state-dir", help="state dir of the local `sentri up` (default: general.state_dir)"
+    )
+
+
+def redis_from_args(args: argparse.Namespace) -> tuple[str, str, str, Path]:
+    """(url, prefix, where from, state dir) for the options of :func:`add_redis_options`.
+    Raises ``ConfigError`` or :class:`RuntimeUnavailable` with a message for the user."""
+    rc = load_section(RedisConfig, "redis", config_file=args.config,
+                      overrides={"url": args.redis_url})  # fmt: skip
+    general = load_section(GeneralConfig, "general", config_file=args.config,
+                           overrides={"state_dir": args.state_dir})  # fmt: skip
+    url, prefix, source = resolve_redis(rc.url, rc.prefix, general.state_dir)
+    return url, prefix, source, Path(general.state_dir).expanduser()
 
 
 def up_summary(info: dict[str, Any]) -> str:

@@ -5,47 +5,34 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import redis
 
 from sentri_cli.runtime import (
     RUNTIME_FILE,
     RuntimeUnavailable,
+    add_redis_options,
     read_runtime,
-    resolve_redis,
+    redis_from_args,
     up_summary,
 )
-from shared.config import ConfigError, GeneralConfig, IngestConfig, RedisConfig, load_section
+from shared.config import ConfigError, IngestConfig, load_section
 from shared.keys import Keys
 from shared.redisutil import connect
 from shared.registry import list_clients
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="sentri status", description=__doc__)
-    p.add_argument("--config", metavar="FILE")
-    p.add_argument(
-        "--redis-url",
-        help="default: REDIS_URL, else the Redis of the `sentri up` "
-        "running on the state dir (its runtime.json)",
+    p = argparse.ArgumentParser(
+        prog="sentri status",
+        description="The clients and cameras in the registry (and the local `sentri up`), "
+        "as a table.",
     )
-    p.add_argument(
-        "--state-dir", help="state dir of the local `sentri up` (default: general.state_dir)"
-    )
+    add_redis_options(p)
     args = p.parse_args(argv)
     try:
-        rc = load_section(
-            RedisConfig, "redis", config_file=args.config, overrides={"url": args.redis_url}
-        )
         ic = load_section(IngestConfig, "ingest", config_file=args.config)
-    except ConfigError as exc:
-        print(f"sentri status: {exc}", file=sys.stderr)
-        return 2
-    try:
-        general = load_section(GeneralConfig, "general", config_file=args.config,
-                               overrides={"state_dir": args.state_dir})  # fmt: skip
-        url, prefix, _source = resolve_redis(rc.url, rc.prefix, general.state_dir)
+        url, prefix, source, state_dir = redis_from_args(args)
     except (ConfigError, RuntimeUnavailable) as exc:
         print(f"sentri status: {exc}", file=sys.stderr)
         return 2
@@ -55,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     except redis.RedisError as exc:
         print(f"sentri status: cannot reach Redis: {exc}", file=sys.stderr)
         return 1
-    if _source == RUNTIME_FILE:
-        print(up_summary(read_runtime(Path(general.state_dir).expanduser())))
+    if source == RUNTIME_FILE:
+        print(up_summary(read_runtime(state_dir)))
     if not clients:
         print("No clients registered. Start an agent: sentri-edge --server HOST --source demo:bus")
         return 0

@@ -118,7 +118,9 @@ class Pinned:
     extensions: dict[str, Any]
 
 
-def pin(url: str, allow_internal: bool, resolver: Callable[[str, int], list[str]] = resolve) -> Pinned:
+def pin(
+    url: str, allow_internal: bool, resolver: Callable[[str, int], list[str]] = resolve
+) -> Pinned:
     """Resolve ``url``'s host once, check every address, and connect to a checked one.
 
     Checking the name and letting the HTTP client resolve it again would leave a gap
