@@ -135,6 +135,11 @@ class ControlPlane:
         statuses, self._key_statuses = self._key_statuses, None
         if statuses is None:
             return
+        if self.srv.key_cache is not None:
+            # The cache as it is now, not as it was at the refresh: a handshake since
+            # may have looked up a key approved after that refresh read Redis, and the
+            # session it opened must not be ended by the older statuses.
+            statuses = self.srv.key_cache.known()
         for cid, key in list(self.client_keys.items()):
             if statuses.get(key) != "approved":
                 del self.client_keys[cid]

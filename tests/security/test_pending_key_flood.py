@@ -76,14 +76,19 @@ def test_fresh_key_flood_is_capped_and_notices_coalesced(ctx, ingest, r, keys):
             what="flood refused at the caps",
         )
         wait_for(lambda: len(store.records()) == 1 + 4, what="the per-source cap recorded")
+        notices: list[dict] = []
+
+        def collect() -> int:
+            while (msg := sub.get_message(timeout=0.1)) is not None:
+                if msg["type"] == "message":
+                    data = json.loads(msg["data"])
+                    if data["type"] == "agent_key_pending":
+                        notices.append(data)
+            return sum(n["count"] for n in notices)
+
+        wait_for(lambda: collect() >= 4, what="the pending keys announced")
         time.sleep(1.0)  # two notice windows: any further notice would show now
-        notices = []
-        while (msg := sub.get_message(timeout=0.1)) is not None:
-            if msg["type"] == "message":
-                data = json.loads(msg["data"])
-                if data["type"] == "agent_key_pending":
-                    notices.append(data)
-        assert 1 <= len(notices) <= 4 and sum(n["count"] for n in notices) == 4
+        assert collect() == 4 and 1 <= len(notices) <= 4
         assert len(store.records()) == 1 + 4
         seq = agent.frame("cam1", jpeg, 160, 120)
         wait_for(lambda: worker.poll() is not None and seq in worker.seqs("good/cam1"))

@@ -179,7 +179,7 @@ def running_detector(
         ingest_pub=endpoint,
         replica_id=replica_id,
         heartbeat_s=0.2,
-        member_ttl_s=1.5,
+        member_ttl_s=3.0,  # a loaded box's pauses must not hand cameras over
         **(worker or {}),
     )
     processor = DetectorProcessor(detector_config(**config), state_dir, backend=backend)

@@ -35,7 +35,12 @@ def test_people_crossing_a_line_and_entering_a_zone(
     bus_small = cv2.resize(bus_image, (480, 640), interpolation=cv2.INTER_AREA)
     cam = register_cameras(r, keys, "shop", ["door"])[0]
     store = RulesStore(r, keys)
-    with running_detector(onnx_backend, redis_config, publisher.endpoint, state_dir) as rt:
+    # One frame at a time, each waiting for its result: a pause of the box between two
+    # must not close the tracks (lost_after_s is a wall-clock sweep).
+    with running_detector(
+        onnx_backend, redis_config, publisher.endpoint, state_dir,
+        tracker={"min_hits": 2, "lost_after_s": 10.0},
+    ) as rt:  # fmt: skip
         wait_for(lambda: cam in rt.owned, 10, what="camera owned")
 
         def send(shift: int) -> list[dict]:

@@ -3,6 +3,8 @@ not poll (issue 12, item 11 and the pending-key flood)."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from shared.security import AgentKeyStore, generate_keypair
@@ -33,7 +35,13 @@ def test_idle_dashboard_does_not_poll(browser, make_server, r, keys):
     page, requests = _open(browser, srv)
     try:
         page.wait_for_selector('.tile[data-camera="lab/front"]', timeout=10_000)
-        page.wait_for_timeout(1500)  # the start-up loads (and one refresh on connect) settle
+        # The start-up loads (and one refresh on connect) settle: no request for 1.5 s.
+        settled_by = time.monotonic() + 15
+        seen = -1
+        while seen != len(requests):
+            assert time.monotonic() < settled_by, f"requests never settle: {requests[-5:]}"
+            seen = len(requests)
+            page.wait_for_timeout(1500)
         before = len(requests)
         page.wait_for_timeout(QUIET_MS)  # nothing happens in the system meanwhile
         polled = [u for u in requests[before:] if u.startswith("/api/")]

@@ -221,8 +221,10 @@ def test_slow_browser_loses_frames_not_the_fast_one(make_server, r, keys, publis
             publisher.publish(cam, jpeg=jpeg)
             published += 1
         time.sleep(0.05)
+    # The fast browser keeps its rate (a few frames may be coalesced when the box is
+    # busy: the hub keeps the newest frame per camera, and this process runs it all).
     wait_for(
-        lambda: frames["fast"] - start_fast >= published * 0.9, 10, what="fast client caught up"
+        lambda: frames["fast"] - start_fast >= published * 0.75, 10, what="fast client caught up"
     )
     stop.set()
     t.join(5)
@@ -232,7 +234,6 @@ def test_slow_browser_loses_frames_not_the_fast_one(make_server, r, keys, publis
     slow_sent = slow_conn.sent.get("frame", 0)
     dropped = slow_conn.buffer.dropped.get("frame", 0)
     print(f"published={published} fast={fast_got} slow_sent={slow_sent} slow_dropped={dropped}")
-    # The fast browser keeps its rate (a few frames may be coalesced when the box is busy).
     assert fast_got >= published * 0.75
     assert slow_sent < published / 4  # the slow one got few ...
     assert dropped >= published / 2  # ... because the gateway dropped them, counted

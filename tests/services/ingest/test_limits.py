@@ -111,6 +111,25 @@ def test_one_key_cannot_bind_more_client_ids_than_its_limit(
     assert first.heartbeat()["type"] == "ack"
 
 
+def test_statuses_read_before_an_approval_do_not_end_the_new_agents_session(
+    make_server, make_agent, r, keys, tmp_path
+):
+    """The key refresher hands the control thread the statuses it read; the control
+    thread applies them on its next tick.  If that read came before an approval and the
+    agent connected in between, the older statuses must not end the agent's session
+    (its next heartbeat would be answered ``reregister``)."""
+    server = make_server(insecure=False, keys_dir=tmp_path)
+    store = AgentKeyStore(r, keys)
+    pub, sec = generate_keypair()
+    store.approve(pub)
+    agent = make_agent(server, "late", curve=(pub, sec, server.server_public))
+    agent.register()
+    server.control.keys_refreshed({})  # read before the approval: the key is unknown
+    wait_for(lambda: server.control._key_statuses is None, what="statuses applied")
+    assert agent.heartbeat()["type"] == "ack"
+    assert store.key_for_client("late") == pub
+
+
 def test_rejected_key_frees_its_client_id_without_restarting_ingest(
     make_server, make_agent, make_worker, r, keys, tmp_path, photo
 ):

@@ -67,6 +67,7 @@ def test_frames_flow_while_redis_is_down_and_registry_heals(
                 lambda: (
                     (c := registry.get_camera(r, keys, "edge1/cam1"))
                     and c.get("quality") == 55
+                    and "agent_fps" in c  # written after the registration, by the same job
                     and c
                 ),
                 what="registry rebuilt after the outage",
