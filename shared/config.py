@@ -106,6 +106,13 @@ class RedisConfig(Section):
     )
 
 
+def yaml_on_off(v: Any) -> Any:
+    """A setting whose values include ``on``/``off``: YAML (the config file and
+    ``SENTRI_`` env values) reads a bare ``on``/``off`` as a boolean; read it back as
+    the word.  Use as a ``mode="before"`` validator."""
+    return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+
+
 def is_loopback_host(host: str) -> bool:
     """True for an address (or ``localhost``) only this machine can reach."""
     h = host.strip().strip("[]")
@@ -185,8 +192,7 @@ class IngestConfig(Section):
     @field_validator("fanout_curve", mode="before")
     @classmethod
     def _yes_no_is_on_off(cls, v: Any) -> Any:
-        # YAML (the config file and SENTRI_ env values) reads a bare on/off as a boolean.
-        return {True: "on", False: "off"}.get(v, v) if isinstance(v, bool) else v
+        return yaml_on_off(v)
 
     def fanout_curve_on(self) -> bool:
         """Whether the frame fan-out speaks CURVE (``fanout_curve``, ``auto`` resolved)."""

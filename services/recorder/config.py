@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
-from shared.config import Section
+from shared.config import Section, yaml_on_off
 
-Mode = Literal["continuous", "events", "off"]
+#: ``off`` written bare in YAML (or SENTRI_RECORDER__MODE=off) arrives as False.
+Mode = Annotated[Literal["continuous", "events", "off"], BeforeValidator(yaml_on_off)]
 
 
 class CameraRecording(Section):

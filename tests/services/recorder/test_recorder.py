@@ -164,3 +164,17 @@ def test_camera_moving_between_replicas_leaves_a_recorded_gap(tmp_path, demo_jpe
     gaps = store.gaps("h/1", 0, 10**14)
     assert len(gaps) == 1 and gaps[0]["reason"] == "handover_or_restart"
     assert gaps[0]["start"] == segs[1]["end"] and gaps[0]["end"] == T0 + 12_000
+
+
+def test_recording_off_written_bare_in_yaml_or_env_is_off(tmp_path):
+    """YAML reads a bare ``off`` as a boolean; the docs' ``mode: off`` must still work
+    (the compose recorder exited 2 on SENTRI_RECORDER__MODE=off)."""
+    from services.recorder.config import RecorderConfig
+    from shared.config import load_section
+
+    cfg_file = tmp_path / "sentri.yaml"
+    cfg_file.write_text("recorder:\n  mode: off\n  cameras:\n    lab/cam0: {mode: off}\n")
+    from_file = load_section(RecorderConfig, "recorder", config_file=cfg_file, env={})
+    assert from_file.mode == "off" and from_file.cameras["lab/cam0"].mode == "off"
+    from_env = load_section(RecorderConfig, "recorder", env={"SENTRI_RECORDER__MODE": "off"})
+    assert from_env.mode == "off"
