@@ -48,8 +48,7 @@ class ConfigError(Exception):
 #: component adding a section adds its name here (one line).
 KNOWN_SECTIONS: set[str] = {
     "general", "redis", "ingest", "worker", "detector", "faces", "analyst", "gateway",
-    "edge", "storage", "media", "events_store", "archiver", "recorder", "rules", "notifier",
-    "mqtt", "webhooks", "supervisor", "up",
+    "edge", "storage", "archiver", "recorder", "rules", "notifier",
 }  # fmt: skip
 
 

@@ -523,7 +523,9 @@ class WorkerRuntime:
             return dict(st.counters)
 
     def _skip(self, frame: Frame) -> None:
-        self._cam_stats(frame.camera_id).skipped += 1
+        st = self._cam_stats(frame.camera_id)
+        with self._stats_lock:  # the receiver, processor and membership threads skip
+            st.skipped += 1
         metrics.WORKER_FRAMES_SKIPPED.labels(self.service, frame.camera_id).inc()
 
     def count_invalid(self, reason: str, detail: str = "") -> None:
@@ -556,14 +558,19 @@ class WorkerRuntime:
                     if cam not in self._owned:
                         continue  # in flight across an ownership change
                     st = self._cam_stats(cam)
-                    st.received += 1
-                    metrics.WORKER_FRAMES_RECEIVED.labels(self.service, cam).inc()
                     frame = Frame(
                         header, jpeg, max_pixels=max_pixels, on_invalid=self.count_invalid
                     )
-                    replaced = self.buffer.put(frame)
+                    # Counted with its placing, so that a stats snapshot always reads
+                    # received = processed + skipped + (buffered and in flight).
+                    with self._stats_lock:
+                        st.received += 1
+                        replaced = self.buffer.put(frame)  # same camera's frame, if any
+                        if replaced is not None:
+                            st.skipped += 1
+                    metrics.WORKER_FRAMES_RECEIVED.labels(self.service, cam).inc()
                     if replaced is not None:
-                        self._skip(replaced)
+                        metrics.WORKER_FRAMES_SKIPPED.labels(self.service, cam).inc()
                 metrics.WORKER_BUFFERED.labels(self.service).set(len(self.buffer))
         except Exception:
             log.exception("receiver crashed", extra={"service": self.service})
@@ -625,17 +632,22 @@ class WorkerRuntime:
         mapping = {}
         for cam in owned:
             st = self._cam_stats(cam)
-            mapping[cam] = json.dumps(
-                {
-                    "replica": self.replica_id,
-                    "fps": st.fps(now),
+            with self._stats_lock:  # one consistent reading of the counters
+                counts = {
                     "received": st.received,
                     "processed": st.processed,
                     "skipped": st.skipped,
                     "skipped_static": st.skipped_static,
+                }
+                counters = dict(st.counters)
+            mapping[cam] = json.dumps(
+                {
+                    "replica": self.replica_id,
+                    "fps": st.fps(now),
+                    **counts,
                     "latency_ms": round(st.latency_ewma_ms, 1),
                     "updated": round(now, 3),
-                    "counters": self.counters(cam),
+                    "counters": counters,
                 }
             )
         if mapping:
@@ -652,8 +664,8 @@ class WorkerRuntime:
             fresh = []
             for f in frames:
                 if f.camera_id not in owned:
-                    continue  # switched off or moved to another replica meanwhile
-                if now - f.received > max_age:
+                    self._skip(f)  # switched off or moved to another replica meanwhile
+                elif now - f.received > max_age:
                     self._skip(f)
                 else:
                     fresh.append(f)
@@ -675,10 +687,11 @@ class WorkerRuntime:
             done = time.time()
             for f in fresh:
                 st = self._cam_stats(f.camera_id)
-                if id(f) in static:
-                    st.skipped_static += 1
-                    continue
-                st.processed += 1
+                with self._stats_lock:
+                    if id(f) in static:
+                        st.skipped_static += 1
+                        continue
+                    st.processed += 1
                 st.recent.append(done)
                 lat = max(0.0, done - f.rx_time)  # cluster clocks only
                 st.latency_ewma_ms = (

@@ -18,6 +18,7 @@
       "inference_ms": 92.4,           # the model call that included this frame
       "batch": 2,                     # frames in that call
       "width": 1280, "height": 720,
+      "regions": 0,                   # crops run instead of the full frame (0: full)
       "objects": [
         {"class": "person", "class_id": 0, "confidence": 0.87,
          "box": [x1, y1, x2, y2],     # normalised 0..1 (fractions of width/height)

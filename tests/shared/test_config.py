@@ -78,6 +78,10 @@ def test_an_unknown_top_level_section_is_refused_by_name(tmp_path) -> None:
         load_section(RedisConfig, "redis", config_file=f)
     with pytest.raises(ConfigError, match="detecter"):
         load_config({"redis": RedisConfig}, config_file=f, env={})
+    # A section no service reads is refused too: `mqtt:` belongs under `notifier:`.
+    f.write_text("mqtt: {url: 'mqtt://broker:1883'}\n")
+    with pytest.raises(ConfigError, match="unknown section.*mqtt"):
+        load_section(RedisConfig, "redis", config_file=f)
 
 
 def test_load_config_reads_every_section_of_a_process_at_once(tmp_path) -> None:
