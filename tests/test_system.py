@@ -114,8 +114,12 @@ def test_sentri_up_demo_end_to_end(tmp_path, port_factory, fanout_curve) -> None
 
         wait_for(people_on_bus, 150, interval=1.0, what="person detections on the bus camera")
         # The gateway's live view gets frames through the fan-out too.
-        snap = client.get("/api/cameras/demo/demo-bus/snapshot.jpg")
-        assert snap.status_code == 200 and snap.content[:2] == b"\xff\xd8", snap.text[:200]
+        snap = wait_for(
+            lambda: (s := client.get("/api/cameras/demo/demo-bus/snapshot.jpg")).status_code
+            == 200 and s,
+            30, interval=1.0, what="a live frame at the gateway",
+        )  # fmt: skip
+        assert snap.content[:2] == b"\xff\xd8", snap.text[:200]
         # Encrypted and authenticated: the one agent key is approved and bound to "demo".
         agent_public = (tmp_path / "state" / "keys" / "edge.public").read_text().strip()
         agent_keys = client.get("/api/agents/keys").json()

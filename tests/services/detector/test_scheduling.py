@@ -253,7 +253,11 @@ def test_worker_stats_show_static_skips_and_tracks_survive_in_real_time(
     onnx_backend, redis_config, r, keys, publisher, state_dir, small_bus_jpeg
 ):
     cam = register_cameras(r, keys, "tile", ["still"])[0]
-    with running_detector(onnx_backend, redis_config, publisher.endpoint, state_dir, **AWARE) as rt:
+    # lost_after_s below idle_interval_s (3 s), with room for a loaded box's pauses.
+    with running_detector(
+        onnx_backend, redis_config, publisher.endpoint, state_dir, **AWARE,
+        tracker={"min_hits": 2, "lost_after_s": 2.5},
+    ) as rt:  # fmt: skip
         wait_for(lambda: cam in rt.owned, 10, what="camera owned")
         with streaming(publisher, [cam], small_bus_jpeg, fps=5):
 
@@ -263,7 +267,7 @@ def test_worker_stats_show_static_skips_and_tracks_survive_in_real_time(
                 return st if st.get("skipped_static", 0) >= 25 else None
 
             # 25 frames passed over at 5 fps: longer than idle_interval_s (3 s) and
-            # lost_after_s (1 s), in real time with the silence sweep running.
+            # lost_after_s (2.5 s), in real time with the silence sweep running.
             st = wait_for(stats, 60, what="skipped_static in worker_stats")
             evs = read_stream(r, keys, STREAM_EVENTS)
     assert st["processed"] < st["skipped_static"], st

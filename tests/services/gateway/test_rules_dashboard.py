@@ -75,7 +75,18 @@ def test_draw_zone_and_line_then_see_event_and_counter(
             page.wait_for_selector(f"{tile} .rules-add-zone", timeout=15_000)
             wait_for(lambda: int(page.get_attribute(tile, "data-frames") or 0) >= 2, 15, 0.2,
                      what="frames on the tile")  # fmt: skip
-            page.wait_for_timeout(1200)  # the overlay adopts the frame size (1 s refresh)
+            # The overlay adopts the frame size (on its 1 s refresh) before any click.
+            page.wait_for_function(
+                """(t) => {
+                    const el = document.querySelector(t);
+                    const c = el && el.querySelector(".tile-canvas");
+                    const s = el && el.querySelector(".rules-layer");
+                    return c && s && c.width > 0
+                        && s.getAttribute("viewBox") === `0 0 ${c.width} ${c.height}`;
+                }""",
+                arg=tile,
+                timeout=15_000,
+            )
 
             # Draw a zone: four corners, a name, save.
             page.click(f"{tile} .rules-add-zone")
