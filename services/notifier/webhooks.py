@@ -163,11 +163,14 @@ class DeadLetters:
     def __init__(self, r: redis.Redis, keys: Keys, max_len: int = 1000) -> None:
         self.r, self.key, self.max_len = r, keys.notifier_deadletters, max_len
 
-    def add(self, entry: dict[str, Any]) -> None:
-        pipe = self.r.pipeline()
+    def add(self, entry: dict[str, Any], pipe: Any = None) -> None:
+        """Record ``entry``; with ``pipe`` (a transaction) only queue the commands."""
+        own = pipe is None
+        pipe = self.r.pipeline() if own else pipe
         pipe.lpush(self.key, json.dumps(entry, separators=(",", ":")))
         pipe.ltrim(self.key, 0, self.max_len - 1)
-        pipe.execute()
+        if own:
+            pipe.execute()
 
     def list(self, limit: int = 100) -> list[dict[str, Any]]:
         out = []
@@ -388,13 +391,15 @@ class WebhookSender:
 
     def _dead_letter(self, did: str, item: dict[str, Any], error: str) -> None:
         event = item["event"]
+        # One transaction: the delivery leaves the queue as it enters the dead letters
+        # (never in both, never in neither, whatever a reader or a crash sees).
+        pipe = self.r.pipeline(transaction=True)
         self.dead.add({
             "id": did, "webhook": self.cfg.name, "url": self.cfg.url,
             "event_id": event.get("event_id"), "camera_id": event.get("camera_id"),
             "type": event.get("type"), "attempts": item["attempts"], "error": error,
             "ts": int(self.clock() * 1000), "event": event,
-        })  # fmt: skip
-        pipe = self.r.pipeline()
+        }, pipe)  # fmt: skip
         pipe.hdel(self.items_key, did)
         pipe.zrem(self.due_key, did)
         pipe.execute()
