@@ -20,11 +20,12 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -160,7 +161,7 @@ class IngestConfig(Section):
         description="Accept plaintext agents (no CURVE encryption or key check). Off by default: "
         "agents must use ingest's public key and an approved key pair of their own.",
     )
-    fanout_curve: Literal["auto", "on", "off"] = Field(
+    fanout_curve: Annotated[Literal["auto", "on", "off"], BeforeValidator(yaml_on_off)] = Field(
         "auto",
         description="CURVE on the frame fan-out (PUB port): 'on' = subscribers (workers, the "
         "gateway's live view) must use ingest's public key and a key of their own registered "
@@ -187,11 +188,6 @@ class IngestConfig(Section):
         default_factory=IngestLimits,
         description="Bounds on what agents can make ingest hold (shared/ingest_limits.py).",
     )
-
-    @field_validator("fanout_curve", mode="before")
-    @classmethod
-    def _yes_no_is_on_off(cls, v: Any) -> Any:
-        return yaml_on_off(v)
 
     def fanout_curve_on(self) -> bool:
         """Whether the frame fan-out speaks CURVE (``fanout_curve``, ``auto`` resolved)."""

@@ -663,9 +663,8 @@ class WorkerRuntime:
             owned = self.owned
             fresh = []
             for f in frames:
-                if f.camera_id not in owned:
-                    self._skip(f)  # switched off or moved to another replica meanwhile
-                elif now - f.received > max_age:
+                # Switched off or moved to another replica meanwhile, or too old.
+                if f.camera_id not in owned or now - f.received > max_age:
                     self._skip(f)
                 else:
                     fresh.append(f)

@@ -49,7 +49,7 @@ class ControlPlane:
         self.client_keys: dict[str, str] = {}  # client_id -> bound key (cache)
         self.limits = server.cfg.limits
         #: Latest key statuses from the key cache's refresher (swapped in whole).
-        self._key_statuses: dict[str, str] | None = None
+        self._keys_refreshed = False
 
     # ----------------------------------------------------------------- receive
     def drain(self, router: zmq.Socket) -> None:
@@ -125,21 +125,20 @@ class ControlPlane:
         self.apply_key_statuses()
         self.expire_sessions()
 
-    def keys_refreshed(self, statuses: dict[str, str]) -> None:
-        """Called by the key refresher thread; applied by the control thread."""
-        self._key_statuses = statuses
+    def keys_refreshed(self, _statuses: dict[str, str]) -> None:
+        """Called by the key refresher thread after each refresh.  The control thread
+        then applies the key cache as it is at its tick, not the statuses that refresh
+        read: a handshake since may have looked up a key approved after that read, and
+        the session it opened must not be ended by the older statuses."""
+        self._keys_refreshed = True
 
     def apply_key_statuses(self) -> None:
         """Forget bindings of keys no longer approved (rejected or deleted) and end
         their sessions, so the freed client id can be registered by another key."""
-        statuses, self._key_statuses = self._key_statuses, None
-        if statuses is None:
+        if not self._keys_refreshed or self.srv.key_cache is None:
             return
-        if self.srv.key_cache is not None:
-            # The cache as it is now, not as it was at the refresh: a handshake since
-            # may have looked up a key approved after that refresh read Redis, and the
-            # session it opened must not be ended by the older statuses.
-            statuses = self.srv.key_cache.known()
+        self._keys_refreshed = False
+        statuses = self.srv.key_cache.known()
         for cid, key in list(self.client_keys.items()):
             if statuses.get(key) != "approved":
                 del self.client_keys[cid]

@@ -125,7 +125,7 @@ def test_statuses_read_before_an_approval_do_not_end_the_new_agents_session(
     agent = make_agent(server, "late", curve=(pub, sec, server.server_public))
     agent.register()
     server.control.keys_refreshed({})  # read before the approval: the key is unknown
-    wait_for(lambda: server.control._key_statuses is None, what="statuses applied")
+    wait_for(lambda: server.control._keys_refreshed is False, what="statuses applied")
     assert agent.heartbeat()["type"] == "ack"
     assert store.key_for_client("late") == pub
 
